@@ -1,0 +1,48 @@
+"""Running an ASGI app under uvicorn the same way for both services."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import uvicorn
+from starlette.types import ASGIApp
+
+log = logging.getLogger("serve")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket (port 0 picks a free one), made before uvicorn starts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def uvicorn_config(app: ASGIApp, **overrides: object) -> uvicorn.Config:
+    """The server settings every benchmark and service shares: httptools + uvloop, no access log."""
+    options: dict[str, object] = {
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "on",
+        "access_log": False,
+        "log_config": None,
+        "timeout_graceful_shutdown": 10,
+        "server_header": False,
+    }
+    options.update(overrides)
+    return uvicorn.Config(app, **options)  # type: ignore[arg-type]
+
+
+def serve(app: ASGIApp, host: str, port: int, *, name: str) -> None:
+    sock = bind(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
+    server = uvicorn.Server(uvicorn_config(app))
+    log.info(
+        "listening",
+        extra={"fields": {"service": name, "url": f"http://{bound_host}:{bound_port}"}},
+    )
+    server.run(sockets=[sock])

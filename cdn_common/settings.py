@@ -1,0 +1,74 @@
+"""Settings loading shared by both services: defaults < TOML file < environment.
+
+Each service declares one frozen pydantic-settings class; `load_settings` reads it
+once at start-up and turns every validation problem into one line naming the setting.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """Invalid configuration; the message is one line meant for the operator."""
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", case_sensitive=False)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init kwargs; the environment overrides it.
+        return (env_settings, init_settings)
+
+
+def split_list(value: Any) -> Any:
+    """Comma lists from the environment (`a,b`) or TOML (a string or an array)."""
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    return value
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def load_settings(cls: type[S], config_file: Path | None = None) -> S:
+    """Build `cls` from an optional TOML file and the environment, or raise ConfigError."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            values = tomllib.loads(config_file.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
+    try:
+        return cls(**values)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(cls, exc)) from None
+
+
+def _one_line(cls: type[ServiceSettings], exc: ValidationError) -> str:
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    problems = []
+    for error in exc.errors():
+        name = ".".join(str(part) for part in error["loc"]) or "?"
+        shown = f"{(prefix + name).upper()} ({name})" if prefix else name
+        got = error.get("input")
+        detail = error["msg"]
+        if isinstance(got, str | int | float) and error["type"] != "extra_forbidden":
+            detail += f", got {got!r}"
+        problems.append(f"{shown}: {detail}")
+    return "invalid configuration: " + "; ".join(problems)

@@ -1,0 +1,1 @@
+"""The origin: image blob writes and reads over a local directory, S3 or memory."""

@@ -1,0 +1,70 @@
+"""API keys: parsing `id:secret[:scope+scope][:prefix]` and authorising a request against them."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from cdn_common.errors import Forbidden, Unauthorized
+
+SCOPES = frozenset({"read", "write", "delete"})
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str
+    secret: str
+    scopes: frozenset[str] = SCOPES
+    prefix: str = ""
+
+    def __repr__(self) -> str:  # never print the secret
+        return f"ApiKey(id={self.id!r}, scopes={sorted(self.scopes)}, prefix={self.prefix!r})"
+
+
+def parse_api_key(text: str) -> ApiKey:
+    parts = text.split(":")
+    if len(parts) < 2 or len(parts) > 4 or not parts[0] or not parts[1]:
+        raise ValueError("each API key is id:secret[:scope+scope][:prefix]")
+    scopes = SCOPES
+    if len(parts) >= 3 and parts[2]:
+        scopes = frozenset(parts[2].split("+"))
+        unknown = scopes - SCOPES
+        if unknown:
+            raise ValueError(f"unknown scope {sorted(unknown)[0]!r} for key {parts[0]!r}")
+    prefix = parts[3] if len(parts) == 4 else ""
+    return ApiKey(parts[0], parts[1], scopes, prefix)
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def find_key(keys: tuple[ApiKey, ...], token: str | None) -> ApiKey | None:
+    """The key whose secret is `token`, comparing every secret in constant time."""
+    if token is None:
+        return None
+    found = None
+    presented = token.encode()
+    for key in keys:
+        if hmac.compare_digest(key.secret.encode(), presented):
+            found = key
+    return found
+
+
+def authorize(
+    keys: tuple[ApiKey, ...], authorization: str | None, scope: str, blob_key: str
+) -> ApiKey:
+    """The API key allowed to do `scope` on `blob_key`, or 401/403."""
+    key = find_key(keys, bearer_token(authorization))
+    if key is None:
+        raise Unauthorized()
+    if scope not in key.scopes:
+        raise Forbidden(f"API key {key.id!r} lacks the {scope} scope")
+    if not blob_key.startswith(key.prefix):
+        raise Forbidden(f"API key {key.id!r} may only use keys under {key.prefix!r}")
+    return key

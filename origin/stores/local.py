@@ -1,0 +1,322 @@
+"""Blobs as plain files under one directory (`file://`), the default store.
+
+Layout under the root: `<key>` holds the bytes (so a directory of images dropped in
+by hand is served as it is); `.meta/<key>.json` holds what an upload recorded (etag,
+type, dimensions, owner), tied to the blob's inode, size and mtime so a sidecar that
+does not describe the current file is ignored; `.staging/` receives uploads on the
+same filesystem, so a commit is a rename; `.locks/` serialises commits per key across
+threads and processes. Keys never start a segment with `.`, so none of these is reachable.
+
+All file I/O runs in the default thread pool: a GET is one hop (open, stat, read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import stat
+import threading
+from collections.abc import AsyncGenerator, Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cdn_common.errors import Conflict
+from cdn_common.http import ByteRange
+from origin.sniff import SNIFF_BYTES, read_header, sniff_type
+from origin.stores.base import (
+    CHUNK_SIZE,
+    INLINE_LIMIT,
+    BlobMeta,
+    BlobRead,
+    Choose,
+    NewBlob,
+    Precondition,
+    Skip,
+    StoreUnavailable,
+)
+
+T = TypeVar("T")
+META_CACHE_ENTRIES = 50_000
+LOCK_SHARDS = 256
+_MESSAGES = {
+    errno.ENOSPC: "storage full",
+    errno.EDQUOT: "storage quota exceeded",
+    errno.EROFS: "storage is read-only",
+    errno.EACCES: "storage permission denied",
+    errno.EPERM: "storage permission denied",
+}
+
+
+def _unavailable(exc: OSError) -> StoreUnavailable:
+    return StoreUnavailable(_MESSAGES.get(exc.errno or 0, "storage unavailable"))
+
+
+class LocalStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.staging_dir = self.root / ".staging"
+        self._meta_root = self.root / ".meta"
+        self._lock_root = self.root / ".locks"
+        for directory in (self.root, self.staging_dir, self._meta_root, self._lock_root):
+            directory.mkdir(parents=True, exist_ok=True)
+        self._prefix = str(self.root) + os.sep
+        self._meta_cache: dict[str, tuple[tuple[int, int, int], BlobMeta]] = {}
+        self._meta_lock = threading.Lock()
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+        except OSError as exc:
+            raise _unavailable(exc) from None
+
+    def _path(self, key: str) -> str:
+        path = os.path.normpath(os.path.join(self.root, key))
+        if not path.startswith(self._prefix):  # keys are validated; this is the second wall
+            raise StoreUnavailable("key escapes the store")
+        return path
+
+    def _meta_path(self, key: str) -> str:
+        return os.path.join(self._meta_root, key + ".json")
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def read(self, key: str, choose: Choose) -> BlobRead | None:
+        return await self._run(self._read, key, choose)
+
+    def _read(self, key: str, choose: Choose) -> BlobRead | None:
+        fd = self._open(key)
+        if fd is None:
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                os.close(fd)
+                return None
+            meta = self._meta(key, st, fd)
+            selection = choose(meta)
+            if isinstance(selection, Skip):
+                os.close(fd)
+                return BlobRead(meta, selection, b"")
+            span = selection if isinstance(selection, ByteRange) else ByteRange(0, meta.size - 1)
+            if span.length <= INLINE_LIMIT:
+                data = _pread_all(fd, span.length, span.start) if meta.size else b""
+                os.close(fd)
+                return BlobRead(meta, selection, data)
+            return BlobRead(meta, selection, self._stream(fd, span.start, span.length))
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _open(self, key: str) -> int | None:
+        try:
+            return os.open(self._path(key), os.O_RDONLY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            if not os.path.isdir(self.root):
+                raise StoreUnavailable("storage root is missing") from None
+            return None
+
+    async def _stream(self, fd: int, offset: int, length: int) -> AsyncGenerator[bytes, None]:
+        loop = asyncio.get_running_loop()
+        try:
+            while length > 0:
+                chunk = await loop.run_in_executor(
+                    None, os.pread, fd, min(CHUNK_SIZE, length), offset
+                )
+                if not chunk:
+                    break
+                offset += len(chunk)
+                length -= len(chunk)
+                yield chunk
+        finally:
+            os.close(fd)
+
+    async def stat(self, key: str) -> BlobMeta | None:
+        return await self._run(self._stat_with_header, key)
+
+    def _stat_with_header(self, key: str) -> BlobMeta | None:
+        fd = self._open(key)
+        if fd is None:
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            meta = self._meta(key, st, fd)
+            head = _pread_all(fd) if meta.width is None else b""
+        finally:
+            os.close(fd)
+        if meta.width is None:
+            # A file dropped in by hand: read its header now (never the pixels).
+            with suppress(Exception):
+                info = read_header(Path(self._path(key)), head)
+                meta = replace(meta, width=info.width, height=info.height, pages=info.pages)
+        return meta
+
+    def _meta(self, key: str, st: os.stat_result, fd: int) -> BlobMeta:
+        signature = (st.st_ino, st.st_size, st.st_mtime_ns)
+        cached = self._meta_cache.get(key)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        meta = self._sidecar(key, signature) or self._derived(key, st, fd)
+        with self._meta_lock:
+            if len(self._meta_cache) >= META_CACHE_ENTRIES:
+                self._meta_cache.pop(next(iter(self._meta_cache)))
+            self._meta_cache[key] = (signature, meta)
+        return meta
+
+    def _sidecar(self, key: str, signature: tuple[int, int, int]) -> BlobMeta | None:
+        try:
+            with open(self._meta_path(key), "rb") as file:
+                record = json.loads(file.read())
+        except (OSError, ValueError):
+            return None
+        if tuple(record.pop("signature", ())) != signature:
+            return None
+        return BlobMeta(key=key, **record)
+
+    def _derived(self, key: str, st: os.stat_result, fd: int) -> BlobMeta:
+        head = os.pread(fd, SNIFF_BYTES, 0)
+        return BlobMeta(
+            key=key,
+            size=st.st_size,
+            etag=f'"{st.st_size:x}-{st.st_mtime_ns:x}"',
+            modified=st.st_mtime,
+            content_type=sniff_type(head) or "application/octet-stream",
+        )
+
+    def _current_etag(self, key: str) -> str | None:
+        fd = self._open(key)
+        if fd is None:
+            return None
+        try:
+            st = os.fstat(fd)
+            return self._meta(key, st, fd).etag if stat.S_ISREG(st.st_mode) else None
+        finally:
+            os.close(fd)
+
+    # -- writes --------------------------------------------------------------------------
+
+    @contextmanager
+    def _locked(self, key: str) -> Iterator[None]:
+        shard = hashlib.blake2b(key.encode(), digest_size=2).digest()[0]
+        fd = os.open(self._lock_root / f"{shard:02x}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    async def put(self, key: str, blob: NewBlob, when: Precondition) -> tuple[BlobMeta, bool]:
+        return await self._run(self._put, key, blob, when)
+
+    def _put(self, key: str, blob: NewBlob, when: Precondition) -> tuple[BlobMeta, bool]:
+        path, meta_path = self._path(key), self._meta_path(key)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.makedirs(os.path.dirname(meta_path), exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise Conflict("a blob already uses part of this key as its name") from None
+        st = os.stat(blob.path)
+        meta = BlobMeta(
+            key=key,
+            size=blob.size,
+            etag=f'"{blob.sha256[:32]}"',
+            modified=st.st_mtime,
+            content_type=blob.content_type,
+            width=blob.width,
+            height=blob.height,
+            pages=blob.pages,
+            owner=blob.owner,
+            uploaded_at=blob.uploaded_at,
+        )
+        record: dict[str, Any] = asdict(meta)
+        del record["key"]
+        record["signature"] = [st.st_ino, st.st_size, st.st_mtime_ns]
+        meta_tmp = blob.path.with_suffix(".json")
+        _write_synced(meta_tmp, json.dumps(record).encode())
+        try:
+            with self._locked(key):
+                current = self._current_etag(key)
+                when.check(current)
+                if os.path.isdir(path):
+                    raise Conflict("a directory of blobs already has this name")
+                os.replace(blob.path, path)
+                os.replace(meta_tmp, meta_path)
+                _sync_dir(os.path.dirname(path))
+                _sync_dir(os.path.dirname(meta_path))
+        finally:
+            meta_tmp.unlink(missing_ok=True)
+        return meta, current is not None
+
+    async def delete(self, key: str, when: Precondition) -> bool:
+        return await self._run(self._delete, key, when)
+
+    def _delete(self, key: str, when: Precondition) -> bool:
+        path, meta_path = self._path(key), self._meta_path(key)
+        with self._locked(key):
+            current = self._current_etag(key)
+            when.check(current)
+            if current is None:
+                return False
+            os.unlink(path)
+            with suppress(FileNotFoundError):
+                os.unlink(meta_path)
+        self._prune(os.path.dirname(path), self.root)
+        self._prune(os.path.dirname(meta_path), self._meta_root)
+        return True
+
+    @staticmethod
+    def _prune(directory: str, stop: Path) -> None:
+        """Remove directories a delete left empty, up to (not including) `stop`."""
+        while directory != str(stop) and directory.startswith(str(stop)):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                return
+            directory = os.path.dirname(directory)
+
+    async def check(self) -> None:
+        await self._run(self._check)
+
+    def _check(self) -> None:
+        if not os.path.isdir(self.root):
+            raise StoreUnavailable("storage root is missing")
+        probe = self.staging_dir / f".probe-{threading.get_ident()}"
+        _write_synced(probe, b"ok")
+        probe.unlink()
+
+    async def close(self) -> None:
+        return None
+
+
+def _pread_all(fd: int, length: int = SNIFF_BYTES, offset: int = 0) -> bytes:
+    data = os.pread(fd, length, offset)
+    while len(data) < length:
+        more = os.pread(fd, length - len(data), offset + len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
