@@ -23,8 +23,8 @@ from prometheus_client import (
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cdn_common.errors import HTTPError, error_body
+from cdn_common.logs import AccessLog
 
-access_log = logging.getLogger("access")
 error_log = logging.getLogger("errors")
 # `_created` series double every counter for no use on a dashboard.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -57,6 +57,8 @@ class HTTPMetrics:
             ["route"],
             registry=self.registry,
         )
+        # label lookups cost more than the increments; keep the children
+        self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
         self.in_flight = Gauge(
             f"{namespace}_http_requests_in_flight",
             "Requests being served now.",
@@ -65,6 +67,19 @@ class HTTPMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def observe(self, route: str, method: str, status: int, seconds: float, sent: int) -> None:
+        children = self._children.get((route, method, status))
+        if children is None:
+            children = (
+                self.requests.labels(route, method, str(status)),
+                self.duration.labels(route),
+                self.response_bytes.labels(route),
+            )
+            self._children[(route, method, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
+        children[2].inc(sent)
 
 
 async def send_error(send: Send, error: HTTPError, *, head: bool) -> None:
@@ -86,12 +101,12 @@ class AccessMiddleware:
         *,
         metrics: HTTPMetrics,
         classify: Callable[[str], str],
-        log_requests: bool = True,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.classify = classify
-        self.log_requests = log_requests
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -128,11 +143,10 @@ class AccessMiddleware:
         finally:
             self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - start
-            route = self.classify(scope["path"])
-            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
-            self.metrics.duration.labels(route).observe(elapsed)
-            self.metrics.response_bytes.labels(route).inc(sent)
-            if self.log_requests:
+            self.metrics.observe(
+                self.classify(scope["path"]), scope["method"], status, elapsed, sent
+            )
+            if self.access_log is not None:
                 fields.update(
                     method=scope["method"],
                     path=fields.get("path", scope["path"]),
@@ -140,4 +154,4 @@ class AccessMiddleware:
                     bytes=sent,
                     duration_ms=round(elapsed * 1000, 3),
                 )
-                access_log.info("request", extra={"fields": fields})
+                self.access_log.write(fields)

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
+from functools import lru_cache
 
 from cdn_common.errors import RangeNotSatisfiable
 
 
 def http_date(timestamp: float) -> str:
     """IMF-fixdate for a POSIX timestamp, as Last-Modified and Date want it."""
-    from datetime import UTC, datetime
+    return _http_date(int(timestamp))
 
-    return format_datetime(datetime.fromtimestamp(int(timestamp), UTC), usegmt=True)
+
+@lru_cache(maxsize=4096)
+def _http_date(seconds: int) -> str:
+    return format_datetime(datetime.fromtimestamp(seconds, UTC), usegmt=True)
 
 
 def parse_http_date(value: str) -> float | None:
@@ -93,9 +98,8 @@ def parse_range(header: str, size: int) -> ByteRange | None:
             raise RangeNotSatisfiable(size)
         return ByteRange(max(0, size - suffix), size - 1)
     start = int(first)
-    end = int(last) if last else size - 1
-    if end < start:
+    if last and int(last) < start:
         return None
     if start >= size:
         raise RangeNotSatisfiable(size)
-    return ByteRange(start, min(end, size - 1))
+    return ByteRange(start, min(int(last), size - 1) if last else size - 1)

@@ -39,7 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     from origin.stores import open_store
 
     try:
-        store = open_store(settings.storage, s3_endpoint=settings.s3_endpoint)
+        store = open_store(
+            settings.storage,
+            s3_endpoint=settings.s3_endpoint,
+            memory_cache_bytes=int(settings.memory_cache_mb * 1024 * 1024),
+        )
     except (OSError, ValueError) as exc:
         print(f"origin: invalid configuration: ORIGIN_STORAGE: {exc}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from functools import lru_cache
 from typing import Any
 
 from prometheus_client import Counter
@@ -24,6 +25,7 @@ from cdn_common.http import (
     parse_http_date,
     parse_range,
 )
+from cdn_common.logs import AccessLog
 from origin.auth import authorize
 from origin.keys import key_from_raw_path
 from origin.purge import PurgeNotifier
@@ -80,6 +82,26 @@ class _Selector:
             return etag_matches_strong(self.if_range, meta.etag)
         since = parse_http_date(self.if_range)
         return since is not None and int(meta.modified) <= since
+
+
+@lru_cache(maxsize=16384)
+def _blob_headers(
+    meta: BlobMeta, cache_control: bytes
+) -> tuple[tuple[tuple[bytes, bytes], ...], tuple[tuple[bytes, bytes], ...]]:
+    """A blob's 304 headers and its full 200 headers, built once per blob version."""
+    validators = (
+        (b"etag", meta.etag.encode()),
+        (b"last-modified", http_date(meta.modified).encode()),
+        (b"cache-control", cache_control),
+        (b"accept-ranges", b"bytes"),
+    )
+    entity = (
+        *validators,
+        (b"content-type", meta.content_type.encode()),
+        (b"content-length", str(meta.size).encode()),
+        *SAFETY_HEADERS,
+    )
+    return validators, entity
 
 
 def _text(value: bytes | None) -> str | None:
@@ -202,28 +224,22 @@ class OriginApp:
         if read is None:
             raise NotFound("no such blob")
         meta = read.meta
-        response_headers = [
-            (b"etag", meta.etag.encode()),
-            (b"last-modified", http_date(meta.modified).encode()),
-            (b"cache-control", self._cache_control),
-            (b"accept-ranges", b"bytes"),
-        ]
+        validators, entity = _blob_headers(meta, self._cache_control)
         if selector.not_modified:
-            await send({"type": "http.response.start", "status": 304, "headers": response_headers})
+            await send({"type": "http.response.start", "status": 304, "headers": validators})
             await send({"type": "http.response.body", "body": b""})
             return
-        status, length = 200, meta.size
         if isinstance(read.selection, ByteRange):
-            status, length = 206, read.selection.length
-            response_headers.append(
-                (b"content-range", read.selection.content_range(meta.size).encode())
-            )
-        response_headers += [
-            (b"content-type", meta.content_type.encode()),
-            (b"content-length", str(length).encode()),
-            *SAFETY_HEADERS,
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": response_headers})
+            partial = [
+                *validators,
+                (b"content-type", meta.content_type.encode()),
+                (b"content-length", str(read.selection.length).encode()),
+                (b"content-range", read.selection.content_range(meta.size).encode()),
+                *SAFETY_HEADERS,
+            ]
+            await send({"type": "http.response.start", "status": 206, "headers": partial})
+        else:
+            await send({"type": "http.response.start", "status": 200, "headers": entity})
         body = read.body
         if isinstance(body, bytes):
             await send({"type": "http.response.body", "body": body})
@@ -303,5 +319,8 @@ def build_app(settings: OriginSettings, store: BlobStore) -> AccessMiddleware:
     metrics = HTTPMetrics("origin")
     app = OriginApp(settings, store, metrics)
     return AccessMiddleware(
-        app, metrics=metrics, classify=classify, log_requests=settings.access_log
+        app,
+        metrics=metrics,
+        classify=classify,
+        access_log=AccessLog() if settings.access_log else None,
     )

@@ -31,6 +31,9 @@ class OriginSettings(ServiceSettings):
     )
     public_read: bool = Field(True, description="Serve GET/HEAD without an API key.")
     max_upload_mb: float = Field(50, gt=0, description="Largest accepted upload, in MiB.")
+    memory_cache_mb: float = Field(
+        64, ge=0, description="Memory for hot blobs of up to 1 MiB (local store); 0 turns it off."
+    )
     purge_webhooks: StrList = Field((), description="Edge purge URLs called on overwrite/delete.")
     purge_key: str | None = Field(None, description="Bearer secret sent to the purge webhooks.")
     cache_control: str = Field(

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cdn_common.errors import HTTPError, PayloadTooLarge, UnsupportedMedia
 from origin.sniff import SNIFF_BYTES, read_header, sniff_type
-from origin.stores.base import NewBlob
+from origin.stores.base import NewBlob, unavailable
 
 FLUSH_BYTES = 1024 * 1024
 
@@ -40,9 +40,10 @@ async def receive_upload(
         raise PayloadTooLarge(f"upload larger than {max_bytes} bytes")
     path = staging_dir / f".upload-{uuid.uuid4().hex}"
     loop = asyncio.get_running_loop()
-    fd = await loop.run_in_executor(
-        None, os.open, path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
-    )
+    try:
+        fd = await loop.run_in_executor(None, _create, path)
+    except OSError as exc:
+        raise unavailable(exc) from None
     digest = hashlib.sha256()
     size = 0
     head = b""
@@ -65,6 +66,10 @@ async def receive_upload(
         await loop.run_in_executor(None, _write, fd, digest, pending)
         await loop.run_in_executor(None, os.fsync, fd)
         info = await loop.run_in_executor(None, read_header, path, head)
+    except OSError as exc:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise unavailable(exc) from None
     except BaseException:
         os.close(fd)
         path.unlink(missing_ok=True)
@@ -81,6 +86,12 @@ async def receive_upload(
         owner=owner,
         uploaded_at=time.time(),
     )
+
+
+def _create(path: Path) -> int:
+    """A new staging file; the staging directory is made again if something removed it."""
+    path.parent.mkdir(exist_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
 
 
 def _write(fd: int, digest: hashlib._Hash, chunks: list[bytes]) -> None:

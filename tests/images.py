@@ -27,7 +27,8 @@ def webp(width: int = 64, height: int = 48) -> bytes:
 
 
 def gif(width: int = 32, height: int = 24, frames: int = 3) -> bytes:
-    strip = pyvips.Image.arrayjoin([gradient(width, height)] * frames, across=1)
+    pages = [(gradient(width, height) + 40 * i).cast("uchar") for i in range(frames)]
+    strip = pyvips.Image.arrayjoin(pages, across=1)
     strip = strip.copy()
     strip.set_type(pyvips.GValue.gint_type, "page-height", height)
     return bytes(strip.gifsave_buffer())

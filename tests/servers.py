@@ -24,7 +24,9 @@ class ServerThread:
         self.sock = bind("127.0.0.1", 0)
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn_config(app, loop="asyncio", timeout_graceful_shutdown=2))
+        self.server = uvicorn.Server(
+            uvicorn_config(app, loop="asyncio", timeout_graceful_shutdown=2)
+        )
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]})
 
     def __enter__(self) -> ServerThread:

@@ -8,12 +8,15 @@ from pathlib import Path
 from origin.stores.base import BlobStore
 
 
-def open_store(url: str, *, s3_endpoint: str | None = None) -> BlobStore:
+def open_store(
+    url: str, *, s3_endpoint: str | None = None, memory_cache_bytes: int = 0
+) -> BlobStore:
     """The store a storage URL names: file://DIR, s3://bucket/prefix or memory://."""
     if url.startswith("file://"):
         from origin.stores.local import LocalStore
 
-        return LocalStore(Path(url.removeprefix("file://") or "."))
+        root = Path(url.removeprefix("file://") or ".")
+        return LocalStore(root, memory_cache_bytes=memory_cache_bytes)
     if url.startswith("s3://"):
         from origin.stores.s3 import S3Store
 

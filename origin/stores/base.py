@@ -7,6 +7,7 @@ it, one range, or nothing), so a 304 or a range costs no wasted I/O.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +24,20 @@ CHUNK_SIZE = 1024 * 1024
 
 class StoreUnavailable(Unavailable):
     message = "storage unavailable"
+
+
+_OS_MESSAGES = {
+    errno.ENOSPC: "storage full",
+    errno.EDQUOT: "storage quota exceeded",
+    errno.EROFS: "storage is read-only",
+    errno.EACCES: "storage permission denied",
+    errno.EPERM: "storage permission denied",
+}
+
+
+def unavailable(exc: OSError) -> StoreUnavailable:
+    """A local file-system failure as the short 503 a client sees."""
+    return StoreUnavailable(_OS_MESSAGES.get(exc.errno or 0, "storage unavailable"))
 
 
 @dataclass(frozen=True, slots=True)

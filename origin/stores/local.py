@@ -7,13 +7,17 @@ does not describe the current file is ignored; `.staging/` receives uploads on t
 same filesystem, so a commit is a rename; `.locks/` serialises commits per key across
 threads and processes. Keys never start a segment with `.`, so none of these is reachable.
 
-All file I/O runs in the default thread pool: a GET is one hop (open, stat, read).
+File I/O runs in the thread pool, except for hot blobs: bodies up to 1 MiB stay in a
+byte-bounded LRU (`ORIGIN_MEMORY_CACHE_MB`), and a read of one is a `stat` on the event
+loop (a few microseconds; the entry is used only if inode, size and mtime are unchanged)
+and no copy. Measured on the 2-core machines here: a thread-pool hop costs 100-150 us and
+reading 350 KB into fresh memory about as much again (page faults), which held the
+origin to 0.3 of a bare Starlette app serving the same bytes from memory.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import fcntl
 import hashlib
 import json
@@ -25,6 +29,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, TypeVar
+
+from cachetools import LRUCache
 
 from cdn_common.errors import Conflict
 from cdn_common.http import ByteRange
@@ -39,26 +45,16 @@ from origin.stores.base import (
     Precondition,
     Skip,
     StoreUnavailable,
+    unavailable,
 )
 
 T = TypeVar("T")
 META_CACHE_ENTRIES = 50_000
 LOCK_SHARDS = 256
-_MESSAGES = {
-    errno.ENOSPC: "storage full",
-    errno.EDQUOT: "storage quota exceeded",
-    errno.EROFS: "storage is read-only",
-    errno.EACCES: "storage permission denied",
-    errno.EPERM: "storage permission denied",
-}
-
-
-def _unavailable(exc: OSError) -> StoreUnavailable:
-    return StoreUnavailable(_MESSAGES.get(exc.errno or 0, "storage unavailable"))
 
 
 class LocalStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, memory_cache_bytes: int = 0) -> None:
         self.root = root.resolve()
         self.staging_dir = self.root / ".staging"
         self._meta_root = self.root / ".meta"
@@ -68,12 +64,16 @@ class LocalStore:
         self._prefix = str(self.root) + os.sep
         self._meta_cache: dict[str, tuple[tuple[int, int, int], BlobMeta]] = {}
         self._meta_lock = threading.Lock()
+        self._hot: LRUCache[str, tuple[tuple[int, int, int], BlobMeta, bytes]] = LRUCache(
+            maxsize=memory_cache_bytes, getsizeof=lambda entry: len(entry[2]) + 256
+        )
+        self._hot_lock = threading.Lock()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
             return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
         except OSError as exc:
-            raise _unavailable(exc) from None
+            raise unavailable(exc) from None
 
     def _path(self, key: str) -> str:
         path = os.path.normpath(os.path.join(self.root, key))
@@ -87,7 +87,28 @@ class LocalStore:
     # -- reads ---------------------------------------------------------------------------
 
     async def read(self, key: str, choose: Choose) -> BlobRead | None:
+        hot = self._read_hot(key, choose)
+        if hot is not None:
+            return hot
         return await self._run(self._read, key, choose)
+
+    def _read_hot(self, key: str, choose: Choose) -> BlobRead | None:
+        """From the hot-blob cache, after a stat proves the file unchanged; else None."""
+        with self._hot_lock:
+            entry = self._hot.get(key)
+        if entry is None:
+            return None
+        try:
+            st = os.stat(self._path(key))
+        except OSError:
+            return None  # the slow path tells a miss from a failure
+        signature, meta, data = entry
+        if signature != (st.st_ino, st.st_size, st.st_mtime_ns):
+            return None
+        selection = choose(meta)
+        if isinstance(selection, ByteRange):
+            return BlobRead(meta, selection, data[selection.start : selection.end + 1])
+        return BlobRead(meta, selection, b"" if isinstance(selection, Skip) else data)
 
     def _read(self, key: str, choose: Choose) -> BlobRead | None:
         fd = self._open(key)
@@ -107,6 +128,9 @@ class LocalStore:
             if span.length <= INLINE_LIMIT:
                 data = _pread_all(fd, span.length, span.start) if meta.size else b""
                 os.close(fd)
+                if span.length == meta.size and self._hot.maxsize:
+                    with self._hot_lock:
+                        self._hot[key] = ((st.st_ino, st.st_size, st.st_mtime_ns), meta, data)
                 return BlobRead(meta, selection, data)
             return BlobRead(meta, selection, self._stream(fd, span.start, span.length))
         except BaseException:
@@ -287,6 +311,7 @@ class LocalStore:
     def _check(self) -> None:
         if not os.path.isdir(self.root):
             raise StoreUnavailable("storage root is missing")
+        self.staging_dir.mkdir(exist_ok=True)
         probe = self.staging_dir / f".probe-{threading.get_ident()}"
         _write_synced(probe, b"ok")
         probe.unlink()

@@ -1,0 +1,77 @@
+"""Start the services as child processes on local directories, for `make run` and load tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+
+@dataclass
+class Service:
+    name: str
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+@dataclass
+class Stack:
+    """Child processes started with environment settings; stopped together."""
+
+    services: list[Service] = field(default_factory=list)
+
+    def start(
+        self, module: str, port: int, env: dict[str, str], log: Path | None = None
+    ) -> Service:
+        output = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
+        process = subprocess.Popen(
+            [sys.executable, "-m", module],
+            env={**os.environ, **env},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        service = Service(module, f"http://127.0.0.1:{port}", process)
+        self.services.append(service)
+        self._wait_ready(service)
+        return service
+
+    @staticmethod
+    def _wait_ready(service: Service, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if service.process.poll() is not None:
+                raise RuntimeError(f"{service.name} exited with {service.process.returncode}")
+            try:
+                if httpx.get(f"{service.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{service.name} not ready after {timeout} s")
+
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            service.process.terminate()
+        for service in self.services:
+            try:
+                service.process.wait(15)
+            except subprocess.TimeoutExpired:
+                service.process.kill()
+        self.services.clear()
+
+
+def wait_listening(port: int, timeout: float = 15) -> None:
+    """Wait until something accepts connections on the loopback port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")

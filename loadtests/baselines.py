@@ -1,0 +1,57 @@
+"""Baseline servers for benchmarks: the same bytes from memory, under the same uvicorn settings.
+
+python -m loadtests.baselines starlette|raw FILE PORT
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from cdn_common.serve import bind, uvicorn_config
+
+
+def starlette_app(body: bytes, content_type: str) -> ASGIApp:
+    async def endpoint(request: Request) -> Response:
+        return Response(body, media_type=content_type)
+
+    return Starlette(routes=[Route("/{path:path}", endpoint)])
+
+
+def raw_app(body: bytes, content_type: str) -> ASGIApp:
+    start = {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [
+            (b"content-type", content_type.encode()),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }
+    message = {"type": "http.response.body", "body": body}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await send(start)
+            await send(message)
+
+    return app
+
+
+def main() -> None:
+    import uvicorn
+
+    kind, file, port = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+    make = {"starlette": starlette_app, "raw": raw_app}[kind]
+    app = make(file.read_bytes(), "image/jpeg")
+    sock = bind("127.0.0.1", port)
+    uvicorn.Server(uvicorn_config(app, lifespan="off")).run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main()

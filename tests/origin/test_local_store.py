@@ -1,0 +1,89 @@
+"""What only the directory store does: hot-blob memory, hand-placed files, sidecars that go stale."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from cdn_common.errors import Conflict
+from origin.stores.base import WHOLE, BlobRead, NewBlob, Precondition
+from origin.stores.local import LocalStore
+from tests.images import jpeg, png
+
+pytestmark = pytest.mark.anyio
+
+
+def staged(store: LocalStore, data: bytes) -> NewBlob:
+    path = store.staging_dir / f".t-{uuid.uuid4().hex}"
+    path.write_bytes(data)
+    return NewBlob(
+        path,
+        len(data),
+        hashlib.sha256(data).hexdigest(),
+        "image/jpeg",
+        64,
+        48,
+        1,
+        "k1",
+        time.time(),
+    )
+
+
+async def whole(store: LocalStore, key: str) -> BlobRead:
+    read = await store.read(key, lambda meta: WHOLE)
+    assert read is not None
+    return read
+
+
+async def test_hot_blob_is_served_from_memory_until_the_file_changes(blob_dir: Path) -> None:
+    store = LocalStore(blob_dir, memory_cache_bytes=10 * 1024 * 1024)
+    path = blob_dir / "hot.jpg"
+    path.write_bytes(jpeg(quality=50))
+    first = await whole(store, "hot.jpg")
+    again = await whole(store, "hot.jpg")
+    assert again.body is first.body, "the second read comes from memory"
+    newer = jpeg(quality=90)
+    path.write_bytes(newer)  # same inode, new size and mtime
+    changed = await whole(store, "hot.jpg")
+    assert changed.body == newer
+    assert changed.meta.etag != first.meta.etag
+    os.unlink(path)
+    assert await store.read("hot.jpg", lambda meta: WHOLE) is None
+
+
+async def test_hot_cache_respects_its_byte_budget(blob_dir: Path) -> None:
+    data = jpeg(200, 150)
+    store = LocalStore(blob_dir, memory_cache_bytes=len(data) * 2 + 1024)
+    for i in range(5):
+        (blob_dir / f"{i}.jpg").write_bytes(data)
+        await whole(store, f"{i}.jpg")
+    assert store._hot.currsize <= store._hot.maxsize
+    assert len(store._hot) == 2
+
+
+async def test_hand_replaced_upload_does_not_keep_the_old_metadata(blob_dir: Path) -> None:
+    store = LocalStore(blob_dir)
+    meta, _ = await store.put("a.jpg", staged(store, jpeg()), Precondition())
+    assert (await whole(store, "a.jpg")).meta.owner == "k1"
+    replacement = blob_dir / "incoming.png"
+    replacement.write_bytes(png())
+    os.replace(replacement, blob_dir / "a.jpg")
+    read = await whole(store, "a.jpg")
+    assert read.meta.owner is None
+    assert read.meta.content_type == "image/png"
+    assert read.meta.etag != meta.etag
+
+
+async def test_a_key_below_an_existing_blob_is_a_conflict(blob_dir: Path) -> None:
+    store = LocalStore(blob_dir)
+    await store.put("a", staged(store, jpeg()), Precondition())
+    with pytest.raises(Conflict):
+        await store.put("a/b.jpg", staged(store, jpeg()), Precondition())
+    await store.put("d/e.jpg", staged(store, jpeg()), Precondition())
+    with pytest.raises(Conflict):
+        await store.put("d", staged(store, jpeg()), Precondition())
