@@ -1,4 +1,4 @@
-"""What only the directory store does: hot-blob memory, hand-placed files, sidecars that go stale."""
+"""Only the directory store: hot-blob memory, hand-placed files, sidecars that go stale."""
 
 from __future__ import annotations
 
