@@ -12,74 +12,28 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cdn_common.errors import HTTPError, error_body
 from cdn_common.logs import AccessLog
+from cdn_common.metrics import RequestSeries
 
 error_log = logging.getLogger("errors")
 # `_created` series double every counter for no use on a dashboard.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
-# Image requests span sub-millisecond cache hits to multi-second transforms of large sources.
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-
 
 class HTTPMetrics:
-    """Per-app registry (so tests can build many apps) with the request series."""
+    """Per-app registry (so tests can build many apps) holding the request series."""
 
     def __init__(self, namespace: str) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            f"{namespace}_http_requests",
-            "HTTP requests by route, method and status.",
-            ["route", "method", "status"],
-            registry=self.registry,
-        )
-        self.duration = Histogram(
-            f"{namespace}_http_request_duration_seconds",
-            "Time from request start to the last byte sent.",
-            ["route"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.response_bytes = Counter(
-            f"{namespace}_http_response_bytes",
-            "Body bytes sent.",
-            ["route"],
-            registry=self.registry,
-        )
-        # label lookups cost more than the increments; keep the children
-        self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
-        self.in_flight = Gauge(
-            f"{namespace}_http_requests_in_flight",
-            "Requests being served now.",
-            registry=self.registry,
-        )
+        self.requests = RequestSeries(namespace)
+        self.registry.register(self.requests)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-    def observe(self, route: str, method: str, status: int, seconds: float, sent: int) -> None:
-        children = self._children.get((route, method, status))
-        if children is None:
-            children = (
-                self.requests.labels(route, method, str(status)),
-                self.duration.labels(route),
-                self.response_bytes.labels(route),
-            )
-            self._children[(route, method, status)] = children
-        children[0].inc()
-        children[1].observe(seconds)
-        children[2].inc(sent)
 
 
 async def send_error(send: Send, error: HTTPError, *, head: bool) -> None:
@@ -128,7 +82,8 @@ class AccessMiddleware:
 
         fields: dict[str, Any] = {}
         scope["log"] = fields
-        self.metrics.in_flight.inc()
+        series = self.metrics.requests
+        series.in_flight += 1
         try:
             await self.app(scope, receive, observe)
         except HTTPError as error:
@@ -141,11 +96,9 @@ class AccessMiddleware:
                 raise
             await send_error(observe, HTTPError(), head=scope["method"] == "HEAD")
         finally:
-            self.metrics.in_flight.dec()
+            series.in_flight -= 1
             elapsed = time.perf_counter() - start
-            self.metrics.observe(
-                self.classify(scope["path"]), scope["method"], status, elapsed, sent
-            )
+            series.observe(self.classify(scope["path"]), scope["method"], status, elapsed, sent)
             if self.access_log is not None:
                 fields.update(
                     method=scope["method"],

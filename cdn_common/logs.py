@@ -40,16 +40,20 @@ def configure_logging(level: str = "info") -> None:
 class AccessLog:
     """Request lines written straight to stdout's buffer, flushed at most a second later.
 
-    One JSON line per request is the contract; a flush (a write syscall) per request
-    is not. Like nginx's `access_log ... buffer= flush=`, lines are buffered and flushed
-    when the buffer fills or a second after the first unflushed line, whichever is first.
+    One JSON line per request is the contract; a write syscall per request is not
+    (it cost a third of a cached GET's CPU). Like nginx's `access_log ... buffer= flush=`,
+    lines are gathered here (stdout may well be unbuffered: PYTHONUNBUFFERED is common in
+    containers) and written when 64 KiB are waiting or a second after the first, whichever
+    comes first.
     """
 
     FLUSH_AFTER = 1.0
+    FLUSH_BYTES = 65536
 
     def __init__(self, stream: BinaryIO | None = None) -> None:
         self._stream = stream
         self._pending = False
+        self._buffer = bytearray()
         self._second = -1
         self._prefix = b""
 
@@ -62,9 +66,14 @@ class AccessLog:
             self._prefix = b'{"time":"' + stamp.encode()
         millis = b'.%03dZ","level":"info","logger":"access","msg":"request",'
         body = orjson.dumps(fields, default=str)
-        stream = self._stream or sys.stdout.buffer
-        stream.write(self._prefix + millis % (int(now * 1000) % 1000) + body[1:] + b"\n")
-        if not self._pending:
+        buffer = self._buffer
+        buffer += self._prefix
+        buffer += millis % (int(now * 1000) % 1000)
+        buffer += body[1:]
+        buffer += b"\n"
+        if len(buffer) >= self.FLUSH_BYTES:
+            self.flush()
+        elif not self._pending:
             self._pending = True
             try:
                 asyncio.get_running_loop().call_later(self.FLUSH_AFTER, self.flush)
@@ -73,4 +82,8 @@ class AccessLog:
 
     def flush(self) -> None:
         self._pending = False
-        (self._stream or sys.stdout.buffer).flush()
+        if self._buffer:
+            stream = self._stream or sys.stdout.buffer
+            stream.write(self._buffer)
+            stream.flush()
+            self._buffer.clear()

@@ -65,6 +65,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         blob = sample_blob(root / "blobs")
+        size = blob.stat().st_size
         stack = Stack()
         try:
             stack.start(
@@ -94,7 +95,6 @@ def main() -> int:
             stack.stop()
             baseline.terminate()
             baseline.wait()
-    size = blob.stat().st_size if blob.exists() else 0
     base = best["starlette (memory)"][0]
     runs = f"best of {args.rounds} x {args.seconds} s"
     print(f"\n{size / 1024:.0f} KB blob, wrk -t1 -c{args.connections}, {runs}")

@@ -52,6 +52,13 @@ def classify(path: str) -> str:
     return "blob"
 
 
+_CONDITIONAL = frozenset({b"if-none-match", b"if-modified-since", b"range"})
+
+
+def _whole(meta: BlobMeta) -> Selection:
+    return WHOLE
+
+
 class _Selector:
     """Decides, from the blob's metadata alone, what a GET/HEAD sends."""
 
@@ -219,13 +226,14 @@ class OriginApp:
         headers = dict(scope["headers"])
         if not self.settings.public_read:
             authorize(self.settings.api_keys, _text(headers.get(b"authorization")), "read", key)
-        selector = _Selector(headers, head)
-        read = await self.store.read(key, selector)
+        plain = not head and _CONDITIONAL.isdisjoint(headers)
+        selector = None if plain else _Selector(headers, head)
+        read = await self.store.read(key, selector or _whole)
         if read is None:
             raise NotFound("no such blob")
         meta = read.meta
         validators, entity = _blob_headers(meta, self._cache_control)
-        if selector.not_modified:
+        if selector is not None and selector.not_modified:
             await send({"type": "http.response.start", "status": 304, "headers": validators})
             await send({"type": "http.response.body", "body": b""})
             return

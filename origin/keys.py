@@ -10,6 +10,7 @@ percent-encoded slashes and backslashes are refused before decoding.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from urllib.parse import unquote_to_bytes
 
 from cdn_common.errors import BadRequest
@@ -25,8 +26,12 @@ class BadKey(BadRequest):
     message = "invalid key"
 
 
+@lru_cache(maxsize=65536)
 def key_from_raw_path(raw_path: bytes) -> str:
-    """Decode the percent-encoded path after the route's leading `/` and validate it."""
+    """Decode the percent-encoded path after the route's leading `/` and validate it.
+
+    Pure, so memoised: hot keys are validated once (an invalid one raises every time).
+    """
     if _ENCODED_SEPARATOR.search(raw_path):
         raise BadKey("invalid key: encoded slash or backslash")
     try:

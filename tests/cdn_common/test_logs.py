@@ -16,6 +16,7 @@ def test_access_lines_are_json_even_with_hostile_values() -> None:
     log = AccessLog(stream)
     log.write({"path": '/a"b\n{"x":1}', "status": 200, "extra": object()})
     log.write({"path": "/ünïcödé", "status": 404})
+    log.flush()
     lines = stream.getvalue().decode().splitlines()
     assert len(lines) == 2
     first, second = (json.loads(line) for line in lines)
@@ -38,8 +39,13 @@ async def test_access_log_flushes_within_a_second() -> None:
     log.FLUSH_AFTER = 0.05
     for _ in range(100):
         log.write({"status": 200})
+    assert stream.getvalue() == b""
     await asyncio.sleep(0.2)
     assert Counting.flushes == 1, "one flush for a burst, not one per line"
+    assert len(stream.getvalue().splitlines()) == 100
+    for _ in range(2000):  # more than FLUSH_BYTES: written without waiting
+        log.write({"status": 200, "path": "/x" * 20})
+    assert Counting.flushes >= 2
 
 
 def test_formatter_includes_fields_and_exceptions() -> None:

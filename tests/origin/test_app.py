@@ -271,10 +271,14 @@ async def test_health_ready_and_metrics(client: httpx.AsyncClient) -> None:
 
 
 async def test_one_json_log_line_per_request(
-    client: httpx.AsyncClient, capsys: pytest.CaptureFixture[str]
+    blob_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    capsys.readouterr()
-    await client.get("/nothing-here.jpg")
+    app = make_app(blob_dir)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://o") as c:
+        capsys.readouterr()
+        await c.get("/nothing-here.jpg")
+    assert app.access_log is not None
+    app.access_log.flush()
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     access = [line for line in lines if line["logger"] == "access"]
     assert len(access) == 1

@@ -1,0 +1,63 @@
+"""The configuration reference, generated from the settings: `python -m cdn_common.configdoc`.
+
+The README's tables are this output; a test fails when they drift apart.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+from pydantic.fields import FieldInfo
+
+from cdn_common.settings import ServiceSettings
+
+SERVICES = {"origin": "origin.settings:OriginSettings"}
+
+
+def _load(path: str) -> type[ServiceSettings]:
+    module, _, name = path.partition(":")
+    cls: type[ServiceSettings] = getattr(importlib.import_module(module), name)
+    return cls
+
+
+def _default(field: FieldInfo) -> str:
+    value: Any = field.default
+    if value is None or value == ():
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def _type(field: FieldInfo) -> str:
+    annotation = field.annotation
+    text = getattr(annotation, "__name__", None) or str(annotation)
+    text = text.replace("typing.", "")
+    if "tuple" in text:
+        return "list"
+    if text.startswith("Literal"):
+        return " \\| ".join(a for a in map(str, getattr(annotation, "__args__", ())))
+    return text.replace(" | None", "").replace("Optional[", "").rstrip("]")
+
+
+def table(service: str) -> str:
+    cls = _load(SERVICES[service])
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    lines = ["| environment | TOML key | type | default | meaning |", "|---|---|---|---|---|"]
+    for name, field in cls.model_fields.items():
+        lines.append(
+            f"| `{prefix}{name.upper()}` | `{name}` | {_type(field)} | `{_default(field)}` "
+            f"| {field.description or ''} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    for service in sys.argv[1:] or list(SERVICES):
+        print(table(service))
+
+
+if __name__ == "__main__":
+    main()
