@@ -1,0 +1,30 @@
+"""The README's configuration table is the generated one, so the two cannot drift."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from cdn_common.configdoc import SERVICES, table
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_settings_table_matches_the_schema(service: str) -> None:
+    text = README.read_text()
+    found = re.search(
+        rf"<!-- {service}-settings:begin -->\n(.*?)\n<!-- {service}-settings:end -->", text, re.S
+    )
+    assert found, f"README lacks the {service} settings table markers"
+    assert found.group(1).strip() == table(service), (
+        f"regenerate with: python -m cdn_common.configdoc {service}"
+    )
+
+
+def test_readme_opens_with_the_two_commands() -> None:
+    text = README.read_text()
+    assert "make run" in text and "make test" in text
+    assert "make test" in (README.parent / ".ci" / "run").read_text()
