@@ -1,4 +1,4 @@
-"""`make run`: the origin over ./data/blobs, seeded with sample images, then example URLs."""
+"""`make run`: origin over ./data/blobs (seeded with samples) and the edge, then example URLs."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from cdn_common.stack import Stack
 
 DATA = Path("data")
 ORIGIN_PORT = int(os.environ.get("ORIGIN_PORT", "8081"))
+EDGE_PORT = int(os.environ.get("EDGE_PORT", "8080"))
 DEV_KEY = "dev:dev-secret"
 
 
@@ -27,14 +28,27 @@ def main() -> int:
     }
     try:
         origin = stack.start("origin", ORIGIN_PORT, env, DATA / "origin.log")
+        edge_env = {
+            "EDGE_PORT": str(EDGE_PORT),
+            "EDGE_ORIGIN_URL": origin.url,
+            "EDGE_CACHE_DIR": str((DATA / "cache").resolve()),
+        }
+        edge = stack.start("edge", EDGE_PORT, edge_env, DATA / "edge.log")
+        e = edge.url
         print(
             f"""
-origin ready at {origin.url}  (logs: {DATA / "origin.log"}; Ctrl-C stops)
+origin {origin.url} and edge {e} are up (logs in {DATA}/; Ctrl-C stops both)
 
-  {origin.url}/samples/testcard.jpg          the original bytes
-  {origin.url}/_meta/samples/testcard.jpg    size, type, dimensions, etag, owner
-  curl -X PUT --data-binary @photo.jpg -H 'Authorization: Bearer dev-secret' \\
-       {origin.url}/uploads/photo.jpg        upload with the development key
+  {e}/_/width=400/samples/testcard.jpg                 400 px wide, same format
+  {e}/_/width=400,format=auto/samples/testcard.jpg     AVIF or WebP, as the browser accepts
+  {e}/_/w=300,h=300,fit=cover,g=auto/samples/testcard.jpg  smart-cropped square
+  {e}/_/w=600,h=300,fit=pad,background=%23102030/samples/alpha.png  padded, on a colour
+  {e}/_/width=200,format=json/samples/small.webp       what the transform would make
+  {e}/cdn-cgi/image/width=320,quality=60/samples/testcard.jpg  Cloudflare-style URL
+  {origin.url}/_meta/samples/testcard.jpg              the origin's metadata
+
+  upload:  curl -X PUT --data-binary @photo.jpg -H 'Authorization: Bearer dev-secret' \\
+           {origin.url}/uploads/photo.jpg
 """,
             flush=True,
         )

@@ -24,17 +24,13 @@ class RequestSeries(Collector):
         self.in_flight = 0
         self.counts: dict[tuple[str, str, int], int] = {}
         self.sent: dict[str, int] = {}
-        self.latency: dict[str, list[float]] = {}  # per route: bucket counts..., +Inf, sum
+        self.latency = LatencyHistogram(buckets)
 
     def observe(self, route: str, method: str, status: int, seconds: float, sent: int) -> None:
         key = (route, method, status)
         self.counts[key] = self.counts.get(key, 0) + 1
         self.sent[route] = self.sent.get(route, 0) + sent
-        row = self.latency.get(route)
-        if row is None:
-            row = self.latency[route] = [0.0] * (len(self.buckets) + 2)
-        row[bisect_left(self.buckets, seconds)] += 1
-        row[-1] += seconds
+        self.latency.observe(route, seconds)
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         ns = self.namespace
@@ -52,19 +48,37 @@ class RequestSeries(Collector):
         for route, total in sorted(self.sent.items()):
             sent.add_metric([route], total)
         yield sent
-        latency = HistogramMetricFamily(
+        yield self.latency.family(
             f"{ns}_http_request_duration_seconds",
             "Time from request start to the last byte sent.",
-            labels=["route"],
+            "route",
         )
-        for route, row in sorted(self.latency.items()):
+        yield GaugeMetricFamily(
+            f"{ns}_http_requests_in_flight", "Requests being served now.", value=self.in_flight
+        )
+
+
+class LatencyHistogram:
+    """A lock-free histogram (event-loop thread only) with one label dimension."""
+
+    def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self.buckets = buckets
+        self.rows: dict[str, list[float]] = {}
+
+    def observe(self, label: str, seconds: float) -> None:
+        row = self.rows.get(label)
+        if row is None:
+            row = self.rows[label] = [0.0] * (len(self.buckets) + 2)
+        row[bisect_left(self.buckets, seconds)] += 1
+        row[-1] += seconds
+
+    def family(self, name: str, documentation: str, label: str) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(name, documentation, labels=[label])
+        for value, row in sorted(self.rows.items()):
             cumulative: list[tuple[str, float]] = []
             running = 0.0
             for bound, hits in zip((*map(str, self.buckets), "+Inf"), row[:-1], strict=True):
                 running += hits
                 cumulative.append((bound, running))
-            latency.add_metric([route], cumulative, sum_value=row[-1])
-        yield latency
-        yield GaugeMetricFamily(
-            f"{ns}_http_requests_in_flight", "Requests being served now.", value=self.in_flight
-        )
+            family.add_metric([value], cumulative, sum_value=row[-1])
+        return family

@@ -1,0 +1,49 @@
+"""`python -m edge [--config FILE]` serves; `python -m edge sign PATH` prints a signed path."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cdn_common.logs import configure_logging
+from cdn_common.settings import ConfigError, load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m edge", description=__doc__)
+    parser.add_argument("--config", type=Path, help="TOML settings file (environment overrides it)")
+    sub = parser.add_subparsers(dest="command")
+    sign = sub.add_parser("sign", help="print PATH (/options/source) signed with the first key")
+    sign.add_argument("path")
+    args = parser.parse_args(argv)
+
+    from edge.settings import EdgeSettings
+
+    try:
+        settings = load_settings(EdgeSettings, args.config)
+    except ConfigError as exc:
+        print(f"edge: {exc}", file=sys.stderr)
+        return 2
+
+    if args.command == "sign":
+        from edge.signing import signed_path
+
+        if not settings.signing_keys:
+            print("edge: no EDGE_SIGNING_KEYS configured", file=sys.stderr)
+            return 2
+        print(signed_path(settings.signing_keys[0], args.path))
+        return 0
+
+    configure_logging(settings.log_level)
+    from cdn_common.serve import serve
+    from edge.app import build_app
+    from edge.workers import configure_libvips
+
+    configure_libvips(settings.workers)
+    serve(build_app(settings), settings.host, settings.port, name="edge")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

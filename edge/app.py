@@ -1,0 +1,266 @@
+"""The edge's ASGI app: image URLs, health, metrics.
+
+A request goes: parse (pure) -> fetch the source -> prepare (header, limits, plan) ->
+render in the transform pool -> respond. The cache issue wraps `fetch` and `render`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+from starlette.types import Receive, Scope, Send
+
+from cdn_common.asgi import AccessMiddleware, HTTPMetrics
+from cdn_common.errors import BadRequest, MethodNotAllowed
+from cdn_common.http import etag_matches_weak
+from cdn_common.logs import AccessLog
+from cdn_common.metrics import LatencyHistogram
+from edge.fetch import Fetched, Fetcher
+from edge.options import TransformSpec
+from edge.pipeline.plan import CONTENT_TYPES
+from edge.pipeline.render import Encoding, Limits, Rendered, prepare, render
+from edge.settings import EdgeSettings
+from edge.urls import CDN_CGI, OriginSource, parse_request
+from edge.workers import TransformPool
+
+MIB = 1024 * 1024
+# A source is passed through untouched only when it is a raster image by both the
+# origin's word and its first byte; SVG, HTML or anything odd is rendered (or refused).
+PASSTHROUGH_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif", "image/avif"})
+
+
+def classify(path: str) -> str:
+    if path in ("/healthz", "/readyz"):
+        return "health"
+    if path == "/metrics":
+        return "metrics"
+    return "image"
+
+
+def redact(raw_path: str) -> str:
+    """The path for logs: the signature replaced, so logs cannot be replayed."""
+    if raw_path.startswith(CDN_CGI):
+        return raw_path
+    _, _, rest = raw_path[1:].partition("/")
+    return "/-/" + rest
+
+
+class EdgeStats(Collector):
+    def __init__(self, pool: TransformPool) -> None:
+        self.pool = pool
+        self.transform = LatencyHistogram()
+        self.origin = LatencyHistogram()
+
+    def collect(self) -> Iterator[GaugeMetricFamily | HistogramMetricFamily]:
+        yield GaugeMetricFamily(
+            "edge_transform_queue_depth", "Transforms waiting for a slot.", value=self.pool.waiting
+        )
+        yield GaugeMetricFamily(
+            "edge_transforms_in_flight", "Transforms running.", value=self.pool.running
+        )
+        yield GaugeMetricFamily(
+            "edge_transform_memory_reserved_bytes",
+            "Decode memory reserved by admitted transforms.",
+            value=self.pool.memory_reserved,
+        )
+        yield self.transform.family(
+            "edge_transform_duration_seconds", "Decode, transform and encode.", "format"
+        )
+        yield self.origin.family(
+            "edge_origin_fetch_duration_seconds", "Fetching a source.", "upstream"
+        )
+
+
+class EdgeApp:
+    def __init__(
+        self, settings: EdgeSettings, fetcher: Fetcher, pool: TransformPool, metrics: HTTPMetrics
+    ) -> None:
+        self.settings = settings
+        self.fetcher = fetcher
+        self.pool = pool
+        self.stats = EdgeStats(pool)
+        metrics.registry.register(self.stats)
+        self.metrics = metrics
+        self.limits = Limits(
+            max_src_px=int(settings.max_src_mp * 1_000_000),
+            max_frames=settings.max_frames,
+            max_out=settings.max_out_px,
+        )
+        self.encoding = Encoding(
+            jpeg_quality=settings.jpeg_quality,
+            webp_quality=settings.webp_quality,
+            avif_quality=settings.avif_quality,
+            webp_effort=settings.webp_effort,
+            avif_effort=settings.avif_effort,
+            png_effort=settings.png_effort,
+        )
+        self.max_src_bytes = int(settings.max_src_mb * MIB)
+        self._cache_control = settings.cache_control.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        path: str = scope["path"]
+        if path == "/healthz":
+            await _send(send, 200, b"ok\n", b"text/plain")
+        elif path == "/readyz":
+            ready = await self.fetcher.origin_ready()
+            await _send(
+                send,
+                200 if ready else 503,
+                b"ready\n" if ready else b"origin unreachable\n",
+                b"text/plain",
+            )
+        elif path == "/metrics":
+            await _send(send, 200, self.metrics.render(), b"text/plain; version=0.0.4")
+        elif scope["method"] not in ("GET", "HEAD"):
+            raise MethodNotAllowed(headers={"Allow": "GET, HEAD"})
+        else:
+            await self._image(scope, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.fetcher.close()
+                self.pool.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _image(self, scope: Scope, send: Send) -> None:
+        try:
+            raw = (scope.get("raw_path") or scope["path"].encode()).decode().split("?", 1)[0]
+        except UnicodeDecodeError:
+            raise BadRequest("path is not UTF-8") from None
+        scope["log"]["path"] = redact(raw)
+        request = parse_request(
+            raw,
+            keys=self.settings.signing_keys,
+            allow_unsigned=self.settings.unsigned_allowed,
+            allowed_hosts=self.settings.allowed_sources,
+        )
+        deadline = time.monotonic() + self.settings.deadline_s
+        headers = dict(scope["headers"])
+        accept = headers.get(b"accept", b"").decode("latin-1")
+        fetched = await self.fetcher.fetch(
+            request.source, max_bytes=self.max_src_bytes, deadline=deadline
+        )
+        upstream = "origin" if isinstance(request.source, OriginSource) else "remote"
+        self.stats.origin.observe(upstream, fetched.seconds)
+        timing = f"origin;dur={fetched.seconds * 1000:.1f}"
+        spec = request.spec
+        if spec.is_identity and _passthrough(fetched):
+            body, content_type = fetched.body, fetched.content_type.split(";")[0]
+        else:
+            started = time.monotonic()
+            rendered = await self._render(fetched, spec, accept, deadline)
+            elapsed = time.monotonic() - started
+            self.stats.transform.observe(rendered.format, elapsed)
+            timing += f", transform;dur={elapsed * 1000:.1f}"
+            if spec.format == "json":
+                body, content_type = _describe(rendered), "application/json"
+            else:
+                body, content_type = rendered.body, CONTENT_TYPES[rendered.format]
+        etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+        response_headers = [
+            (b"etag", etag.encode()),
+            (b"cache-control", self._cache_control),
+            (b"server-timing", timing.encode()),
+        ]
+        if fetched.last_modified:
+            response_headers.append((b"last-modified", fetched.last_modified.encode("latin-1")))
+        if spec.format == "auto":
+            response_headers.append((b"vary", b"Accept"))
+        if_none_match = headers.get(b"if-none-match")
+        if if_none_match is not None and etag_matches_weak(if_none_match.decode("latin-1"), etag):
+            await send({"type": "http.response.start", "status": 304, "headers": response_headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        response_headers += [
+            (b"content-type", content_type.encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-content-type-options", b"nosniff"),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": response_headers})
+        await send(
+            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
+        )
+
+    async def _render(
+        self, fetched: Fetched, spec: TransformSpec, accept: str, deadline: float
+    ) -> Rendered:
+        loop = asyncio.get_running_loop()
+        job = await loop.run_in_executor(None, prepare, fetched.body, spec, accept, self.limits)
+        return await self.pool.run(
+            render,
+            fetched.body,
+            spec,
+            job,
+            self.encoding,
+            deadline,
+            cost=job.cost,
+            deadline=deadline,
+        )
+
+
+def _passthrough(fetched: Fetched) -> bool:
+    declared = fetched.content_type.split(";")[0].strip().lower()
+    return declared in PASSTHROUGH_TYPES and fetched.body[:64].lstrip()[:1] != b"<"
+
+
+def _describe(rendered: Rendered) -> bytes:
+    source = rendered.source
+    document = {
+        "source": {
+            "width": source.width,
+            "height": source.height,
+            "format": source.format,
+            "pages": source.pages,
+            "size": source.size,
+        },
+        "result": {
+            "width": rendered.width,
+            "height": rendered.height,
+            "format": rendered.format,
+            "pages": rendered.pages,
+            "size": len(rendered.body),
+        },
+    }
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+async def _send(send: Send, status: int, body: bytes, content_type: bytes) -> None:
+    headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def build_app(settings: EdgeSettings, fetcher: Fetcher | None = None) -> AccessMiddleware:
+    metrics = HTTPMetrics("edge")
+    fetcher = fetcher or Fetcher(
+        settings.origin_url,
+        allowed_hosts=settings.allowed_sources,
+        connect_timeout=settings.origin_connect_timeout_s,
+        read_timeout=settings.origin_read_timeout_s,
+    )
+    pool = TransformPool(settings.workers, settings.queue, int(settings.transform_memory_mb * MIB))
+    app = EdgeApp(settings, fetcher, pool, metrics)
+    return AccessMiddleware(
+        app,
+        metrics=metrics,
+        classify=classify,
+        access_log=AccessLog() if settings.access_log else None,
+    )

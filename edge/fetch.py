@@ -1,0 +1,145 @@
+"""Getting source bytes: one pooled client for the origin, one guarded client for remote URLs.
+
+Every failure is mapped here, in one place, to the edge's errors:
+404/410 from upstream -> 404; 400 -> 400; other 4xx -> 502 (a configuration problem
+between edge and upstream, not the client's); 5xx -> 502; unreachable -> 502;
+timeouts -> 504; a body over EDGE_MAX_SRC_MB -> 413 (from Content-Length up front,
+else while streaming).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+
+from cdn_common.errors import (
+    BadGateway,
+    BadRequest,
+    GatewayTimeout,
+    NotFound,
+    PayloadTooLarge,
+)
+from edge.netguard import IP, ForbiddenAddress, guarded_transport, public_address
+from edge.urls import OriginSource, Source, host_allowed
+
+MAX_REDIRECTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    body: bytes
+    content_type: str
+    etag: str | None
+    last_modified: str | None
+    cache_control: str | None
+    seconds: float
+
+
+@asynccontextmanager
+async def _upstream_errors(what: str) -> AsyncIterator[None]:
+    try:
+        yield
+    except (httpx.TimeoutException, TimeoutError):
+        raise GatewayTimeout(f"{what} timed out") from None
+    except httpx.TooManyRedirects:
+        raise BadGateway(f"{what} redirected too often") from None
+    except httpx.HTTPError:
+        raise BadGateway(f"{what} unreachable") from None
+
+
+def _check_status(status: int, what: str) -> None:
+    if status < 300:
+        return
+    if status in (404, 410):
+        raise NotFound("source not found")
+    if status == 400:
+        raise BadRequest(f"{what} refused the source path")
+    raise BadGateway(f"{what} answered {status}")
+
+
+class Fetcher:
+    def __init__(
+        self,
+        origin_url: str,
+        *,
+        allowed_hosts: tuple[str, ...] = (),
+        connect_timeout: float = 2.0,
+        read_timeout: float = 10.0,
+        origin_transport: httpx.AsyncBaseTransport | None = None,
+        remote_address_check: Callable[[IP], bool] = public_address,
+    ) -> None:
+        self.origin_url = origin_url
+        self.allowed_hosts = allowed_hosts
+        timeout = httpx.Timeout(read_timeout, connect=connect_timeout, pool=connect_timeout)
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+        self._origin = httpx.AsyncClient(
+            timeout=timeout,
+            limits=limits,
+            # retries=1: one more try on connection errors (never after a request was sent)
+            transport=origin_transport or httpx.AsyncHTTPTransport(retries=1, limits=limits),
+        )
+        self._remote = httpx.AsyncClient(
+            timeout=timeout,
+            limits=limits,
+            transport=guarded_transport(remote_address_check),
+            follow_redirects=True,
+            max_redirects=MAX_REDIRECTS,
+            event_hooks={"request": [self._check_redirect_host]},
+        )
+
+    async def _check_redirect_host(self, request: httpx.Request) -> None:
+        if request.url.scheme not in ("http", "https") or not host_allowed(
+            request.url.host, self.allowed_hosts
+        ):
+            raise ForbiddenAddress("source redirected to a host that is not allowed")
+
+    async def fetch(self, source: Source, *, max_bytes: int, deadline: float) -> Fetched:
+        if isinstance(source, OriginSource):
+            client, url, what = self._origin, source.url(self.origin_url), "origin"
+        else:
+            client, url, what = self._remote, source.url, "source"
+        started = time.monotonic()
+        remaining = deadline - started
+        if remaining <= 0:
+            raise GatewayTimeout("deadline exceeded before fetching")
+        async with (
+            _upstream_errors(what),
+            asyncio.timeout(remaining),
+            client.stream("GET", url) as response,
+        ):
+            _check_status(response.status_code, what)
+            declared = response.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+                raise PayloadTooLarge("source is over the size limit")
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PayloadTooLarge("source is over the size limit")
+                chunks.append(chunk)
+        headers = response.headers
+        return Fetched(
+            body=b"".join(chunks),
+            content_type=headers.get("content-type", "application/octet-stream"),
+            etag=headers.get("etag"),
+            last_modified=headers.get("last-modified"),
+            cache_control=headers.get("cache-control"),
+            seconds=time.monotonic() - started,
+        )
+
+    async def origin_ready(self) -> bool:
+        try:
+            response = await self._origin.get(f"{self.origin_url}/healthz", timeout=2.0)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    async def close(self) -> None:
+        await self._origin.aclose()
+        await self._remote.aclose()

@@ -1,0 +1,1 @@
+"""The transform: probe the header, plan the geometry (pure), run libvips steps, encode."""

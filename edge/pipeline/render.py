@@ -1,0 +1,339 @@
+"""The libvips side: probe a source's header, run the planned steps, encode.
+
+`render` is a plain function of bytes and frozen values, so it can run in a thread or
+a process. `build` turns a plan into a tuple of steps, each a no-op-free function of
+one image; the runner checks the deadline between steps.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyvips
+
+from cdn_common.errors import GatewayTimeout, HTTPError, PayloadTooLarge, UnsupportedMedia
+from edge.options import TransformSpec
+from edge.pipeline.plan import (
+    ALPHA_FORMATS,
+    ANIMATED_FORMATS,
+    Geometry,
+    SourceInfo,
+    choose_format,
+    crop_offset,
+    decode_cost,
+    keeps_animation,
+    plan_geometry,
+    rotated_size,
+)
+
+Step = Callable[[pyvips.Image], pyvips.Image]
+
+# libvips' operation cache would keep decoded sources alive across requests; the edge
+# keeps its own caches, sized in bytes.
+pyvips.cache_set_max(0)
+
+_LOADERS = {
+    "jpegload": "jpeg",
+    "pngload": "png",
+    "webpload": "webp",
+    "gifload": "gif",
+    "heifload": "heif",
+    "svgload": "svg",
+    "tiffload": "tiff",
+    "jp2kload": "jp2",
+    "jxlload": "jxl",
+}
+_SVG_DTD = re.compile(rb"<!(DOCTYPE|ENTITY)", re.IGNORECASE)
+
+
+class UnprocessableImage(HTTPError):
+    status = 422
+    message = "image cannot be decoded"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_src_px: int
+    max_frames: int
+    max_out: int
+
+
+@dataclass(frozen=True, slots=True)
+class Encoding:
+    jpeg_quality: int = 80
+    webp_quality: int = 80
+    avif_quality: int = 60
+    webp_effort: int = 2
+    avif_effort: int = 2
+    png_effort: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    body: bytes
+    format: str
+    width: int
+    height: int
+    pages: int
+    source: SourceInfo
+
+
+def probe(data: bytes, limits: Limits) -> SourceInfo:
+    """The header only (no pixels); refuses what is not an image or is over the limits."""
+    if not data:
+        raise UnsupportedMedia("empty source")
+    try:
+        image = pyvips.Image.new_from_buffer(data, "", access="sequential")
+        loader = image.get("vips-loader")
+    except pyvips.Error:
+        raise UnsupportedMedia("source is not an image this edge can decode") from None
+    kind = next((k for prefix, k in _LOADERS.items() if loader.startswith(prefix)), None)
+    if kind is None:
+        raise UnsupportedMedia("source is not an image this edge can decode")
+    if kind == "heif" and _field(image, "heif-compression") == "av1":
+        kind = "avif"
+    if kind == "svg" and _SVG_DTD.search(data[:65536]):
+        raise UnsupportedMedia("SVG with a DTD or entities is refused")
+    pages = int(_field(image, "n-pages") or 1)
+    height = int(_field(image, "page-height") or image.height)
+    orientation = int(_field(image, "orientation") or 1)
+    width = image.width
+    if width * height > limits.max_src_px:
+        raise PayloadTooLarge(f"source is {width}x{height}, over the pixel limit")
+    if orientation >= 5:
+        width, height = height, width
+    progressive = bool(_field(image, "jpeg-multiscan"))
+    return SourceInfo(
+        width, height, pages, kind, image.hasalpha(), orientation, len(data), progressive
+    )
+
+
+def _field(image: pyvips.Image, name: str) -> Any:
+    return image.get(name) if image.get_typeof(name) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """Everything decided before decoding: what the source is and what to make of it."""
+
+    source: SourceInfo
+    output: str
+    geometry: Geometry
+    animate: bool
+    cost: int
+
+
+def prepare(data: bytes, spec: TransformSpec, accept: str, limits: Limits) -> Job:
+    """Header, limits, output format and geometry; cheap (no pixels are decoded)."""
+    source = probe(data, limits)
+    animate = keeps_animation(spec, source)
+    if animate and source.pages > limits.max_frames:
+        raise PayloadTooLarge(f"source has {source.pages} frames, over the limit")
+    output = choose_format(spec, source, accept, animate)
+    animate = animate and output in ANIMATED_FORMATS
+    geometry = plan_geometry(spec, *rotated_size(spec, source), limits.max_out)
+    return Job(source, output, geometry, animate, decode_cost(source, geometry, animate))
+
+
+def render(
+    data: bytes, spec: TransformSpec, job: Job, encoding: Encoding, deadline: float
+) -> Rendered:
+    """Bytes in, bytes out; raises the edge's HTTP errors only."""
+    try:
+        image = _load(data, spec, job.source, job.geometry, job.animate)
+        for step in build(spec, job.geometry, job.output, job.animate):
+            if time.monotonic() > deadline:
+                raise GatewayTimeout("transform deadline exceeded")
+            image = step(image)
+        body = encode(image, job.output, spec, encoding)
+    except pyvips.Error as exc:
+        raise UnprocessableImage(_vips_reason(exc)) from None
+    pages = int(_field(image, "n-pages") or 1) if job.animate else 1
+    return Rendered(body, job.output, image.width, image.height // pages, pages, job.source)
+
+
+def _vips_reason(exc: pyvips.Error) -> str:
+    detail = str(exc).lower()
+    if "truncated" in detail or "premature" in detail or "unexpected end" in detail:
+        return "image is truncated or corrupt"
+    return "image cannot be decoded"
+
+
+def _load(
+    data: bytes, spec: TransformSpec, source: SourceInfo, geometry: Geometry, animate: bool
+) -> pyvips.Image:
+    """Decode with shrink-on-load straight to the resize size (in pre-rotation axes)."""
+    options = "n=-1,fail_on=truncated" if animate else "fail_on=truncated"
+    width, height = geometry.resize
+    if spec.rotate in (90, 270):
+        width, height = height, width
+    if spec.trim is None:
+        image = pyvips.Image.thumbnail_buffer(
+            data, width, height=height, size="force", option_string=options
+        )
+        return _to_srgb(image)
+    image = pyvips.Image.new_from_buffer(data, options).autorot()
+    if spec.trim == "border":
+        left, top, w, h = image.find_trim()
+        if w > 0 and h > 0:
+            image = image.crop(left, top, w, h)
+    elif isinstance(spec.trim, tuple):
+        top, right, bottom, left = spec.trim
+        image = image.crop(left, top, image.width - left - right, image.height - top - bottom)
+    return _to_srgb(image.thumbnail_image(width, height=height, size="force"))
+
+
+def _to_srgb(image: pyvips.Image) -> pyvips.Image:
+    """8-bit sRGB (or 8-bit grey): CMYK, Lab, 16-bit and ICC-tagged sources converge here."""
+    if image.interpretation not in ("srgb", "b-w") or image.format != "uchar":
+        target = "b-w" if image.interpretation in ("b-w", "grey16") else "srgb"
+        image = image.colourspace(target)
+    if image.format != "uchar":
+        image = image.cast("uchar")
+    return image
+
+
+def build(spec: TransformSpec, geometry: Geometry, output: str, animate: bool) -> tuple[Step, ...]:
+    """The steps this request needs, in order; nothing that is not asked for."""
+    steps: list[Step] = []
+    per_frame: list[Step] = []
+    if spec.rotate:
+        angle = {90: "d90", 180: "d180", 270: "d270"}[spec.rotate]
+        per_frame.append(lambda im: im.rot(angle))
+    if geometry.crop is not None:
+        per_frame.append(_cropper(spec, geometry.crop, animate))
+    if spec.flip:
+        per_frame.append(_flipper(spec.flip))
+    if geometry.pad is not None:
+        per_frame.append(_padder(spec, geometry.pad))
+    if per_frame:
+        steps.append(_each_frame(per_frame) if animate else _chain(per_frame))
+    if spec.rotate or "v" in (spec.flip or "") or (geometry.crop and spec.gravity == "auto"):
+        # these read the image out of order; the decode is sequential, so hold the
+        # (already resized) pixels in memory first
+        steps.insert(0, lambda im: im.copy_memory())
+    if spec.blur:
+        sigma = spec.blur / 2
+        steps.append(lambda im: im.gaussblur(sigma))
+    if spec.sharpen:
+        amount = spec.sharpen
+        steps.append(lambda im: im.sharpen(sigma=1.0, m2=amount))
+    if output not in ALPHA_FORMATS:
+        steps.append(_flattener(spec))
+    return tuple(steps)
+
+
+def _chain(steps: list[Step]) -> Step:
+    def run(image: pyvips.Image) -> pyvips.Image:
+        for step in steps:
+            image = step(image)
+        return image
+
+    return run
+
+
+def _each_frame(steps: list[Step]) -> Step:
+    chained = _chain(steps)
+
+    def run(image: pyvips.Image) -> pyvips.Image:
+        pages = int(_field(image, "n-pages") or 1)
+        frame_height = image.height // pages
+        frames = [
+            chained(image.crop(0, i * frame_height, image.width, frame_height))
+            for i in range(pages)
+        ]
+        joined = pyvips.Image.arrayjoin(frames, across=1).copy()
+        joined.set_type(pyvips.GValue.gint_type, "page-height", frames[0].height)
+        return joined
+
+    return run
+
+
+def _cropper(spec: TransformSpec, box: tuple[int, int], animate: bool) -> Step:
+    def crop(image: pyvips.Image) -> pyvips.Image:
+        if spec.gravity == "auto" and not animate:
+            return image.smartcrop(box[0], box[1], interesting="attention")
+        left, top = crop_offset(
+            "center" if spec.gravity == "auto" else spec.gravity, (image.width, image.height), box
+        )
+        return image.crop(left, top, box[0], box[1])
+
+    return crop
+
+
+def _flipper(flip: str) -> Step:
+    def run(image: pyvips.Image) -> pyvips.Image:
+        if "h" in flip:
+            image = image.fliphor()
+        if "v" in flip:
+            image = image.flipver()
+        return image
+
+    return run
+
+
+def _padder(spec: TransformSpec, box: tuple[int, int]) -> Step:
+    background = spec.background or (255, 255, 255, 255)
+
+    def pad(image: pyvips.Image) -> pyvips.Image:
+        if background[3] < 255 and not image.hasalpha():
+            image = image.bandjoin_const([255])
+        if image.bands < 3 and len(background) > 2:
+            image = image.colourspace("srgb")
+        left, top = crop_offset(
+            spec.gravity if spec.gravity != "auto" else "center",
+            box,
+            (image.width, image.height),
+        )
+        colour = list(background[: image.bands]) if image.hasalpha() else list(background[:3])
+        colour = colour[: image.bands]
+        return image.embed(left, top, box[0], box[1], extend="background", background=colour)
+
+    return pad
+
+
+def _flattener(spec: TransformSpec) -> Step:
+    background = list((spec.background or (255, 255, 255, 255))[:3])
+
+    def flatten(image: pyvips.Image) -> pyvips.Image:
+        if not image.hasalpha():
+            return image
+        colour = background if image.bands > 2 else [sum(background) / 3]
+        return image.flatten(background=colour)
+
+    return flatten
+
+
+def encode(image: pyvips.Image, output: str, spec: TransformSpec, enc: Encoding) -> bytes:
+    keep = {"none": "none", "copyright": "exif", "keep": "all"}[spec.metadata]
+    if output in ("jpeg", "baseline-jpeg"):
+        return bytes(
+            image.jpegsave_buffer(
+                Q=spec.quality or enc.jpeg_quality,
+                interlace=output == "jpeg",
+                optimize_coding=True,
+                keep=keep,
+            )
+        )
+    if output == "webp":
+        return bytes(
+            image.webpsave_buffer(
+                Q=spec.quality or enc.webp_quality, effort=enc.webp_effort, keep=keep
+            )
+        )
+    if output == "avif":
+        return bytes(
+            image.heifsave_buffer(
+                Q=spec.quality or enc.avif_quality,
+                compression="av1",
+                effort=enc.avif_effort,
+                keep=keep,
+            )
+        )
+    if output == "gif":
+        return bytes(image.gifsave_buffer(keep=keep))
+    return bytes(image.pngsave_buffer(compression=enc.png_effort, keep=keep))

@@ -1,0 +1,78 @@
+"""The edge's one frozen settings object (DESIGN.md "Configuration")."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from cdn_common.settings import ServiceSettings, split_list
+
+StrList = Annotated[tuple[str, ...], NoDecode]
+CPUS = os.cpu_count() or 1
+
+
+class EdgeSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="EDGE_", frozen=True, extra="forbid")
+
+    host: str = Field("127.0.0.1", description="Bind address.")
+    port: int = Field(8080, ge=0, le=65535, description="Bind port (0 picks a free one).")
+    origin_url: str = Field("http://127.0.0.1:8081", description="Base URL of the origin.")
+    signing_keys: StrList = Field((), description="Comma list of URL signing secrets (rotation).")
+    allow_unsigned: bool | None = Field(
+        None, description="Accept `_` as signature; default: true when no key is set."
+    )
+    allowed_sources: StrList = Field(
+        (),
+        description="Hosts allowed as absolute http(s) sources (`*.example.com` for subdomains).",
+    )
+    workers: int = Field(CPUS, ge=1, le=256, description="Concurrent transforms.")
+    queue: int = Field(64 * CPUS, ge=0, description="Transforms waiting for a worker before 503.")
+    max_src_mp: float = Field(50, gt=0, description="Largest source, in megapixels (per frame).")
+    max_src_mb: float = Field(50, gt=0, description="Largest source, in MiB.")
+    max_frames: int = Field(100, ge=1, description="Most animation frames kept.")
+    max_out_px: int = Field(8192, ge=1, le=16384, description="Largest output width or height.")
+    transform_memory_mb: float = Field(
+        1024, gt=0, description="Memory budget for decodes in flight (admission by estimate)."
+    )
+    deadline_s: float = Field(30, gt=0, description="Per-request deadline, seconds.")
+    origin_connect_timeout_s: float = Field(2, gt=0, description="Origin connect timeout.")
+    origin_read_timeout_s: float = Field(10, gt=0, description="Origin read timeout.")
+    cache_control: str = Field(
+        "public, max-age=86400, stale-while-revalidate=60",
+        description="Cache-Control sent with transformed images.",
+    )
+    jpeg_quality: int = Field(80, ge=1, le=100, description="Default JPEG quality.")
+    webp_quality: int = Field(80, ge=1, le=100, description="Default WebP quality.")
+    avif_quality: int = Field(60, ge=1, le=100, description="Default AVIF quality.")
+    webp_effort: int = Field(2, ge=0, le=6, description="WebP encoder effort (0 fastest).")
+    avif_effort: int = Field(2, ge=0, le=9, description="AVIF encoder effort (0 fastest).")
+    png_effort: int = Field(3, ge=1, le=10, description="PNG zlib level (1 fastest).")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Threshold for warnings and errors in the JSON log."
+    )
+    access_log: bool = Field(True, description="One JSON log line per request.")
+
+    @field_validator("signing_keys", "allowed_sources", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return split_list(value)
+
+    @field_validator("origin_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _unsigned_default(self) -> EdgeSettings:
+        if self.allow_unsigned is None:
+            object.__setattr__(self, "allow_unsigned", not self.signing_keys)
+        return self
+
+    @property
+    def unsigned_allowed(self) -> bool:
+        return bool(self.allow_unsigned)
