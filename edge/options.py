@@ -210,7 +210,7 @@ def parse_options(text: str) -> TransformSpec:
         return IDENTITY
     values: dict[str, Any] = {}
     dpr = 1.0
-    for item in text.split(","):
+    for item in _split(text):
         name, sep, raw = item.partition("=")
         option = BY_NAME.get(name.strip().lower())
         if option is None:
@@ -232,6 +232,21 @@ def parse_options(text: str) -> TransformSpec:
     if spec.sharpen == 0:
         spec = replace(spec, sharpen=None)
     return _fold_dpr(spec, dpr)
+
+
+def _split(text: str) -> list[str]:
+    """Comma-separated, except inside parentheses (`background=rgba(0,0,0,0.5)`)."""
+    items, depth, start = [], 0, 0
+    for index, char in enumerate(text):
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth = max(0, depth - 1)
+        elif char == "," and depth == 0:
+            items.append(text[start:index])
+            start = index + 1
+    items.append(text[start:])
+    return items
 
 
 def _fold_dpr(spec: TransformSpec, dpr: float) -> TransformSpec:

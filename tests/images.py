@@ -39,3 +39,42 @@ def noisy_jpeg(width: int, height: int, seed: int = 0) -> bytes:
     noise = pyvips.Image.gaussnoise(width, height, mean=128 + seed, sigma=60)
     image = noise.bandjoin([noise, noise]).cast("uchar").copy(interpretation="srgb")
     return bytes(image.jpegsave_buffer(Q=95))
+
+
+def oriented_jpeg(width: int = 64, height: int = 32, orientation: int = 6) -> bytes:
+    """Stored `width` x `height`, with an EXIF orientation that displays it rotated."""
+    image = gradient(width, height).copy()
+    image.set_type(pyvips.GValue.gint_type, "orientation", orientation)
+    return bytes(image.jpegsave_buffer(keep="exif"))
+
+
+def cmyk_jpeg(width: int = 64, height: int = 48) -> bytes:
+    return bytes(gradient(width, height).icc_transform("cmyk").jpegsave_buffer())
+
+
+def png16(width: int = 64, height: int = 48) -> bytes:
+    image = (gradient(width, height).cast("ushort") * 256).copy(interpretation="rgb16")
+    return bytes(image.pngsave_buffer())
+
+
+def svg(width: int = 100, height: int = 50, extra: str = "") -> bytes:
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">'
+        f'<rect width="{width}" height="{height}" fill="#f00"/>{extra}</svg>'
+    ).encode()
+
+
+def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A PNG whose header declares `width` x `height` over a few bytes of data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    rows = zlib.compress(b"\0" * 1024)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+    )

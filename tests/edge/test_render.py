@@ -1,0 +1,214 @@
+"""The libvips pipeline, one behaviour per test, on small generated images."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import pyvips
+
+from cdn_common.errors import PayloadTooLarge, UnsupportedMedia
+from edge.options import parse_options
+from edge.pipeline.render import Encoding, Limits, Rendered, UnprocessableImage, prepare, render
+from tests.images import (
+    cmyk_jpeg,
+    gif,
+    jpeg,
+    oriented_jpeg,
+    png,
+    png16,
+    png_bomb,
+    svg,
+    webp,
+)
+
+LIMITS = Limits(max_src_px=50_000_000, max_frames=100, max_out=8192)
+
+
+def run(data: bytes, options: str, accept: str = "", limits: Limits = LIMITS) -> Rendered:
+    spec = parse_options(options)
+    job = prepare(data, spec, accept, limits)
+    return render(data, spec, job, Encoding(), time.monotonic() + 30)
+
+
+def decoded(result: Rendered) -> pyvips.Image:
+    image = pyvips.Image.new_from_buffer(result.body, "")
+    if image.get_typeof("n-pages") and image.get("n-pages") > 1:
+        image = pyvips.Image.new_from_buffer(result.body, "", n=-1)
+    return image
+
+
+def test_resize_keeps_aspect() -> None:
+    result = run(jpeg(200, 100), "w=50")
+    assert (result.width, result.height, result.format) == (50, 25, "jpeg")
+    assert (decoded(result).width, decoded(result).height) == (50, 25)
+
+
+@pytest.mark.parametrize(
+    ("options", "size"),
+    [
+        ("w=40,h=40,fit=cover", (40, 40)),
+        ("w=40,h=40,fit=cover,g=auto", (40, 40)),
+        ("w=40,h=40,fit=crop,g=left", (40, 40)),
+        ("w=40,h=40,fit=pad", (40, 40)),
+        ("w=40,h=40,fit=scale-down", (40, 20)),
+        ("w=40,h=10,fit=squeeze", (40, 10)),
+        ("w=400,fit=contain", (400, 200)),
+        ("w=400", (200, 100)),
+    ],
+)
+def test_fit_modes_give_the_planned_size(options: str, size: tuple[int, int]) -> None:
+    image = decoded(run(jpeg(200, 100), options))
+    assert (image.width, image.height) == size
+
+
+def test_exif_orientation_6_comes_out_landscape() -> None:
+    data = oriented_jpeg(32, 64, orientation=6)  # stored portrait
+    assert pyvips.Image.new_from_buffer(data, "").get("orientation") == 6
+    result = run(data, "w=64")
+    image = decoded(result)
+    assert (image.width, image.height) == (64, 32)
+    assert not image.get_typeof("orientation") or image.get("orientation") == 1
+
+
+def test_cmyk_comes_out_srgb() -> None:
+    data = cmyk_jpeg()
+    assert pyvips.Image.new_from_buffer(data, "").interpretation == "cmyk"
+    image = decoded(run(data, "w=32"))
+    assert image.interpretation == "srgb"
+    assert image.bands == 3
+
+
+def test_16_bit_sources_become_8_bit() -> None:
+    image = decoded(run(png16(), "w=32"))
+    assert image.format == "uchar"
+    assert image.interpretation == "srgb"
+
+
+@pytest.mark.parametrize("fmt", ["webp", "png", "avif"])
+def test_alpha_survives_where_the_format_has_it(fmt: str) -> None:
+    image = decoded(run(png(alpha=True), f"w=32,f={fmt}"))
+    assert image.hasalpha()
+
+
+def test_alpha_is_flattened_on_the_background_for_jpeg() -> None:
+    transparent = pyvips.Image.black(16, 16, bands=4).copy(interpretation="srgb")
+    data = bytes(transparent.pngsave_buffer())
+    image = decoded(run(data, "f=jpeg,background=%2300ff00".replace("%23", "#")))
+    assert not image.hasalpha()
+    r, g, b = (image.extract_band(i).avg() for i in range(3))
+    assert g > 200 and r < 40 and b < 40
+
+
+def test_pad_uses_the_background_colour() -> None:
+    image = decoded(run(jpeg(200, 100), "w=100,h=100,fit=pad,background=#0000ff,f=png"))
+    top = image.crop(0, 0, 100, 10)
+    assert top.extract_band(2).avg() > 200 and top.extract_band(0).avg() < 40
+
+
+def test_animation_keeps_its_frames() -> None:
+    result = run(gif(40, 30, frames=4), "w=20")
+    assert result.pages == 4
+    image = decoded(result)
+    assert image.get("n-pages") == 4
+    assert (image.width, image.get("page-height")) == (20, 15)
+
+
+def test_animation_cropped_per_frame() -> None:
+    result = run(gif(40, 30, frames=3), "w=10,h=10,fit=cover,rotate=90")
+    assert (result.width, result.height, result.pages) == (10, 10, 3)
+
+
+def test_anim_false_keeps_the_first_frame() -> None:
+    result = run(gif(40, 30, frames=4), "w=20,anim=false")
+    assert result.pages == 1
+
+
+def test_too_many_frames_is_refused_before_decoding() -> None:
+    with pytest.raises(PayloadTooLarge, match="frames"):
+        run(gif(8, 8, frames=5), "w=4", limits=Limits(50_000_000, 4, 8192))
+
+
+def test_svg_is_rasterised() -> None:
+    result = run(svg(100, 50), "w=50")
+    assert result.format == "png"
+    assert (result.width, result.height) == (50, 25)
+    assert decoded(result).get("vips-loader") == "pngload_buffer"
+
+
+def test_svg_with_entities_is_refused() -> None:
+    bomb = b'<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY a "aaaa">]>' + svg()
+    with pytest.raises(UnsupportedMedia):
+        run(bomb, "w=10")
+
+
+def test_decompression_bomb_is_refused_from_the_header() -> None:
+    data = png_bomb()
+    assert len(data) < 2000
+    started = time.monotonic()
+    with pytest.raises(PayloadTooLarge):
+        run(data, "w=100")
+    assert time.monotonic() - started < 1
+
+
+def test_truncated_source_is_422() -> None:
+    data = jpeg(300, 200)
+    with pytest.raises(UnprocessableImage, match="truncated"):
+        run(data[: len(data) // 2], "w=100")
+
+
+@pytest.mark.parametrize("data", [b"", b"hello", b"<html></html>", b"\x89PNG\r\n\x1a\n"])
+def test_non_images_are_415(data: bytes) -> None:
+    with pytest.raises(UnsupportedMedia):
+        run(data, "w=10")
+
+
+@pytest.mark.parametrize(
+    ("options", "loader"),
+    [
+        ("f=jpeg", "jpegload_buffer"),
+        ("f=png", "pngload_buffer"),
+        ("f=webp", "webpload_buffer"),
+        ("f=avif", "heifload_buffer"),
+        ("f=gif", "gifload_buffer"),
+    ],
+)
+def test_encoders(options: str, loader: str) -> None:
+    assert decoded(run(jpeg(), options)).get("vips-loader") == loader
+
+
+def test_jpeg_progressive_and_baseline() -> None:
+    progressive = pyvips.Image.new_from_buffer(run(jpeg(), "f=jpeg").body, "")
+    baseline = pyvips.Image.new_from_buffer(run(jpeg(), "f=baseline-jpeg").body, "")
+    assert progressive.get("interlaced") == 1
+    assert not baseline.get_typeof("interlaced") or baseline.get("interlaced") == 0
+
+
+def test_metadata_is_stripped_unless_kept() -> None:
+    data = oriented_jpeg(orientation=1)
+    stripped = pyvips.Image.new_from_buffer(run(data, "w=16").body, "")
+    kept = pyvips.Image.new_from_buffer(run(data, "w=16,metadata=keep").body, "")
+    assert not stripped.get_typeof("exif-data")
+    assert kept.get_typeof("exif-data")
+
+
+def test_quality_changes_size() -> None:
+    data = jpeg(300, 200)
+    assert len(run(data, "q=20").body) < len(run(data, "q=95").body)
+
+
+def test_rotate_flip_blur_sharpen_trim() -> None:
+    result = run(jpeg(200, 100), "rotate=90,flip=h,blur=4,sharpen=2,trim=10;10;10;10")
+    assert (result.width, result.height) == (80, 180)
+    border = run(webp(), "trim=border")
+    assert border.width <= 64
+
+
+def test_deadline_between_steps() -> None:
+    from cdn_common.errors import GatewayTimeout
+
+    spec = parse_options("w=40,h=40,fit=cover,blur=2")
+    data = jpeg(200, 100)
+    job = prepare(data, spec, "", LIMITS)
+    with pytest.raises(GatewayTimeout):
+        render(data, spec, job, Encoding(), time.monotonic() - 1)
