@@ -46,6 +46,8 @@ async def _upstream_errors(what: str) -> AsyncIterator[None]:
         yield
     except (httpx.TimeoutException, TimeoutError):
         raise GatewayTimeout(f"{what} timed out") from None
+    except httpx.InvalidURL:
+        raise BadRequest("invalid source URL") from None
     except httpx.TooManyRedirects:
         raise BadGateway(f"{what} redirected too often") from None
     except httpx.HTTPError:

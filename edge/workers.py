@@ -44,11 +44,13 @@ class TransformPool:
         self.waiting += 1
         try:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                await self._slots.acquire()
+                # memory first: a big job waiting for room must not sit on a slot that
+                # a small one could use
+                await self._reserve(cost)
                 try:
-                    await self._reserve(cost)
+                    await self._slots.acquire()
                 except BaseException:
-                    self._slots.release()
+                    await self._release(cost)
                     raise
         except TimeoutError:
             raise GatewayTimeout("timed out waiting for a transform slot") from None

@@ -1,0 +1,229 @@
+"""The edge over real sockets, in front of a real origin: answers, headers, every error status."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import httpx
+import pytest
+import pyvips
+
+from edge.signing import signed_path
+from tests.edge.conftest import Stack
+from tests.images import gif, jpeg, noisy_jpeg, png, svg
+from tests.servers import ServerThread, free_port
+
+
+def image_of(response: httpx.Response) -> pyvips.Image:
+    return pyvips.Image.new_from_buffer(response.content, "")
+
+
+def test_resize_with_headers(stack: Stack) -> None:
+    stack.put("photos/a.jpg", jpeg(400, 200))
+    with stack.edge() as edge:
+        response = httpx.get(f"{edge.url}/_/w=100/photos/a.jpg")
+    assert response.status_code == 200
+    assert (image_of(response).width, image_of(response).height) == (100, 50)
+    h = response.headers
+    assert h["content-type"] == "image/jpeg"
+    assert h["content-length"] == str(len(response.content))
+    assert h["etag"].startswith('"')
+    assert "last-modified" in h
+    assert h["cache-control"].startswith("public")
+    assert h["server-timing"].startswith("origin;dur=") and "transform;dur=" in h["server-timing"]
+    assert "vary" not in h
+
+
+def test_format_auto_negotiates_and_varies(stack: Stack) -> None:
+    stack.put("a.png", png(alpha=True))
+    with stack.edge() as edge:
+        url = f"{edge.url}/_/w=32,f=auto/a.png"
+        avif = httpx.get(url, headers={"Accept": "image/avif,image/webp,*/*"})
+        webp = httpx.get(url, headers={"Accept": "image/webp,*/*"})
+        neither = httpx.get(url, headers={"Accept": "*/*"})
+    assert avif.headers["content-type"] == "image/avif"
+    assert webp.headers["content-type"] == "image/webp"
+    assert neither.headers["content-type"] == "image/png"  # alpha: PNG, not JPEG
+    assert avif.headers["vary"] == "Accept"
+
+
+def test_conditional_request_gives_304(stack: Stack) -> None:
+    stack.put("a.jpg", jpeg())
+    with stack.edge() as edge:
+        first = httpx.get(f"{edge.url}/_/w=10/a.jpg")
+        again = httpx.get(
+            f"{edge.url}/_/w=10/a.jpg", headers={"If-None-Match": first.headers["etag"]}
+        )
+    assert again.status_code == 304
+    assert again.content == b""
+    assert again.headers["etag"] == first.headers["etag"]
+
+
+def test_json_and_identity_and_svg(stack: Stack) -> None:
+    original = jpeg(120, 80)
+    stack.put("a.jpg", original)
+    stack.put("v.svg", svg(100, 50))
+    with stack.edge() as edge:
+        described = httpx.get(f"{edge.url}/_/w=60,f=json/a.jpg").json()
+        identity = httpx.get(f"{edge.url}/_/_/a.jpg")
+        raster = httpx.get(f"{edge.url}/_/_/v.svg")
+        cdn_cgi = httpx.get(f"{edge.url}/cdn-cgi/image/width=30/a.jpg")
+    assert described["source"] == {
+        "width": 120,
+        "height": 80,
+        "format": "jpeg",
+        "pages": 1,
+        "size": len(original),
+    }
+    assert described["result"]["width"] == 60 and described["result"]["height"] == 40
+    assert identity.content == original
+    assert raster.headers["content-type"] == "image/png", "SVG is never served as SVG"
+    assert image_of(cdn_cgi).width == 30
+
+
+def test_animation_over_http(stack: Stack) -> None:
+    stack.put("a.gif", gif(40, 30, frames=3))
+    with stack.edge() as edge:
+        response = httpx.get(f"{edge.url}/_/w=20/a.gif")
+    image = pyvips.Image.new_from_buffer(response.content, "", n=-1)
+    assert image.get("n-pages") == 3
+
+
+def test_signed_urls_with_rotation(stack: Stack) -> None:
+    stack.put("a.jpg", jpeg())
+    with stack.edge(signing_keys="new-key,old-key") as edge:
+        for key in ("new-key", "old-key"):
+            assert httpx.get(edge.url + signed_path(key, "/w=10/a.jpg")).status_code == 200
+        forged = signed_path("other-key", "/w=10/a.jpg")
+        assert httpx.get(edge.url + forged).status_code == 403
+        tampered = signed_path("new-key", "/w=10/a.jpg").replace("w=10", "w=11")
+        assert httpx.get(edge.url + tampered).status_code == 403
+        truncated = signed_path("new-key", "/w=10/a.jpg")[:20] + "/w=10/a.jpg"
+        assert httpx.get(edge.url + truncated).status_code == 403
+        unsigned = httpx.get(f"{edge.url}/_/w=10/a.jpg")
+        assert unsigned.status_code == 403
+        assert unsigned.text == "unsigned URLs are disabled on this edge\n"
+        assert httpx.get(f"{edge.url}/cdn-cgi/image/w=10/a.jpg").status_code == 403
+
+
+def test_sign_command_prints_a_path_the_edge_accepts(stack: Stack) -> None:
+    stack.put("a.jpg", jpeg())
+    result = subprocess.run(
+        [sys.executable, "-m", "edge", "sign", "/w=12/a.jpg"],
+        capture_output=True,
+        text=True,
+        env={"EDGE_SIGNING_KEYS": "k1,k0", "PATH": "/usr/bin:/bin"},
+        timeout=60,
+        check=True,
+    )
+    path = result.stdout.strip()
+    assert path.endswith("/w=12/a.jpg")
+    with stack.edge(signing_keys="k1") as edge:
+        assert image_of(httpx.get(edge.url + path)).width == 12
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "message"),
+    [
+        ("/_/w=abc/a.jpg", 400, "invalid width: expected an integer 1-16384\n"),
+        ("/_/zoom=2/a.jpg", 400, "unknown option 'zoom'\n"),
+        ("/_/w=10/missing.jpg", 404, "source not found\n"),
+        ("/_/w=10", 400, "expected /{signature}/{options}/{source}\n"),
+        ("/_/w=10/https://example.com/a.jpg", 403, "source host 'example.com' is not allowed\n"),
+        ("/_/w=99999/a.jpg", 400, "invalid width: expected an integer 1-16384\n"),
+        ("/_/w=9000/a.jpg", 400, "invalid width: larger than 8192 (EDGE_MAX_OUT_PX)\n"),
+    ],
+)
+def test_client_errors(stack: Stack, path: str, status: int, message: str) -> None:
+    stack.put("a.jpg", jpeg())
+    with stack.edge() as edge:
+        response = httpx.get(edge.url + path)
+    assert response.status_code == status
+    assert response.text == message
+    assert response.headers["cache-control"] == "no-store"
+
+
+def test_traversal_through_the_source_path(stack: Stack) -> None:
+    from tests.rawhttp import get
+
+    with stack.edge() as edge:
+        for target in (
+            b"/_/w=10/../../etc/passwd",
+            b"/_/w=10/a/%2e%2e/%2e%2e/etc/passwd",
+            b"/_/w=10/a%5c..%5cb",
+        ):
+            status, response = get(edge.port, target)
+            assert status == 400, response
+
+
+def test_source_limits_and_bad_sources(stack: Stack) -> None:
+    big = noisy_jpeg(1200, 900)
+    stack.put("big.jpg", big)
+    (stack.blob_dir / "text.jpg").write_bytes(b"not an image at all")
+    stack.put("cut.jpg", jpeg(300, 200))
+    data = (stack.blob_dir / "cut.jpg").read_bytes()
+    (stack.blob_dir / "cut.jpg").write_bytes(data[: len(data) // 2])
+    with stack.edge(max_src_mb=0.5, max_src_mp=0.5) as edge:
+        too_big = httpx.get(f"{edge.url}/_/w=10/big.jpg")
+        assert too_big.status_code == 413
+        assert httpx.get(f"{edge.url}/_/w=10/text.jpg").status_code == 415
+        assert httpx.get(f"{edge.url}/_/w=10/cut.jpg").status_code == 422
+    stack.put("wide.png", png(1000, 600))
+    with stack.edge(max_src_mp=0.5) as edge:
+        too_many_px = httpx.get(f"{edge.url}/_/w=10/wide.png")
+    assert too_many_px.status_code == 413
+    assert too_many_px.text == "source is 1000x600, over the pixel limit\n"
+
+
+def test_origin_down_is_502(stack: Stack) -> None:
+    with stack.edge(origin_url=f"http://127.0.0.1:{free_port()}") as edge:
+        response = httpx.get(f"{edge.url}/_/w=10/a.jpg")
+        ready = httpx.get(f"{edge.url}/readyz")
+    assert response.status_code == 502
+    assert response.text == "origin unreachable\n"
+    assert ready.status_code == 503
+
+
+def test_slow_origin_is_504(stack: Stack) -> None:
+    async def slow(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] == "http":
+            await asyncio.sleep(3)
+
+    with (
+        ServerThread(slow) as origin,
+        stack.edge(origin_url=origin.url, origin_read_timeout_s=0.3) as edge,
+    ):
+        response = httpx.get(f"{edge.url}/_/w=10/a.jpg", timeout=10)
+    assert response.status_code == 504
+
+
+def test_full_queue_is_503_with_retry_after(stack: Stack) -> None:
+    stack.put("big.jpg", noisy_jpeg(2000, 1500))
+
+    async def burst(url: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await asyncio.gather(
+                *(client.get(f"{url}/_/w={100 + i},blur=3/big.jpg") for i in range(6))
+            )
+
+    with stack.edge(workers=1, queue=0) as edge:
+        responses = asyncio.run(burst(edge.url))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses.count(200) >= 1
+    assert 503 in statuses
+    refused = next(r for r in responses if r.status_code == 503)
+    assert refused.headers["retry-after"] == "1"
+    assert set(statuses) <= {200, 503}
+
+
+def test_other_methods_and_health(stack: Stack) -> None:
+    with stack.edge() as edge:
+        assert httpx.post(f"{edge.url}/_/w=10/a.jpg").status_code == 405
+        assert httpx.get(f"{edge.url}/healthz").status_code == 200
+        assert httpx.get(f"{edge.url}/readyz").status_code == 200
+        httpx.get(f"{edge.url}/_/w=10/missing.jpg")
+        metrics = httpx.get(f"{edge.url}/metrics").text
+    assert 'edge_http_requests_total{method="GET",route="image",status="404"} 1.0' in metrics
+    assert "edge_transform_queue_depth 0.0" in metrics
