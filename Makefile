@@ -27,8 +27,10 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
+bench: $(STAMP)  ## origin reads, encoder table, transform throughput
 	$(BIN)/python -m loadtests.bench_origin
+	$(BIN)/python -m loadtests.bench_encoders
+	$(BIN)/python -m loadtests.bench_transform
 
 clean:
 	rm -rf $(VENV) data

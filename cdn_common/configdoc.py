@@ -13,7 +13,7 @@ from pydantic.fields import FieldInfo
 
 from cdn_common.settings import ServiceSettings
 
-SERVICES = {"origin": "origin.settings:OriginSettings"}
+SERVICES = {"origin": "origin.settings:OriginSettings", "edge": "edge.settings:EdgeSettings"}
 
 
 def _load(path: str) -> type[ServiceSettings]:
@@ -23,6 +23,9 @@ def _load(path: str) -> type[ServiceSettings]:
 
 
 def _default(field: FieldInfo) -> str:
+    extra = field.json_schema_extra
+    if isinstance(extra, dict) and "doc_default" in extra:
+        return str(extra["doc_default"])  # machine-dependent defaults are described
     value: Any = field.default
     if value is None or value == ():
         return "none"

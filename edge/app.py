@@ -256,7 +256,12 @@ def build_app(settings: EdgeSettings, fetcher: Fetcher | None = None) -> AccessM
         connect_timeout=settings.origin_connect_timeout_s,
         read_timeout=settings.origin_read_timeout_s,
     )
-    pool = TransformPool(settings.workers, settings.queue, int(settings.transform_memory_mb * MIB))
+    pool = TransformPool(
+        settings.workers,
+        settings.queue,
+        int(settings.transform_memory_mb * MIB),
+        processes=settings.transform_processes,
+    )
     app = EdgeApp(settings, fetcher, pool, metrics)
     return AccessMiddleware(
         app,

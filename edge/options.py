@@ -182,24 +182,58 @@ class Option:
     parse: Callable[[str], Any]
     render: Callable[[Any], str] = _plain
     field: str | None = None  # None: folded into other fields while parsing (dpr)
+    values: str = ""  # for the documentation table
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("width", ("w",), _integer(1, MAX_DIMENSION), field="width"),
-    Option("height", ("h",), _integer(1, MAX_DIMENSION), field="height"),
-    Option("fit", (), _choice(*FITS), field="fit"),
-    Option("gravity", ("g",), _gravity, _render_gravity, field="gravity"),
-    Option("dpr", (), _number(1, 4)),
-    Option("format", ("f",), _choice(*FORMATS), field="format"),
-    Option("quality", ("q",), _quality, field="quality"),
-    Option("blur", (), _integer(1, 250), field="blur"),
-    Option("sharpen", (), _number(0, 10), field="sharpen"),
-    Option("rotate", (), _rotate, field="rotate"),
-    Option("flip", (), _choice("h", "v", "hv"), field="flip"),
-    Option("background", (), _background, format_color, field="background"),
-    Option("trim", (), _trim, _render_trim, field="trim"),
-    Option("metadata", (), _choice("keep", "copyright", "none"), field="metadata"),
-    Option("anim", (), _boolean, field="anim"),
+    Option("width", ("w",), _integer(1, MAX_DIMENSION), field="width", values="1-16384 px"),
+    Option("height", ("h",), _integer(1, MAX_DIMENSION), field="height", values="1-16384 px"),
+    Option("fit", (), _choice(*FITS), field="fit", values=", ".join(FITS)),
+    Option(
+        "gravity",
+        ("g",),
+        _gravity,
+        _render_gravity,
+        field="gravity",
+        values="auto (attention), center, left, right, top, bottom, or XxY focal point in 0-1",
+    ),
+    Option("dpr", (), _number(1, 4), values="1-4; multiplies width and height"),
+    Option("format", ("f",), _choice(*FORMATS), field="format", values=", ".join(FORMATS)),
+    Option(
+        "quality",
+        ("q",),
+        _quality,
+        field="quality",
+        values="1-100, or high (90), medium-high (80), medium-low (65), low (50)",
+    ),
+    Option("blur", (), _integer(1, 250), field="blur", values="1-250 (radius; sigma = blur/2)"),
+    Option("sharpen", (), _number(0, 10), field="sharpen", values="0-10"),
+    Option("rotate", (), _rotate, field="rotate", values="90, 180, 270"),
+    Option("flip", (), _choice("h", "v", "hv"), field="flip", values="h, v, hv"),
+    Option(
+        "background",
+        (),
+        _background,
+        format_color,
+        field="background",
+        values="CSS colour: #rgb, #rrggbb[aa] (`#` as %23), rgb(), rgba(), a name",
+    ),
+    Option(
+        "trim",
+        (),
+        _trim,
+        _render_trim,
+        field="trim",
+        values="top;right;bottom;left px, or border",
+    ),
+    Option(
+        "metadata",
+        (),
+        _choice("keep", "copyright", "none"),
+        field="metadata",
+        values="none (default), copyright (EXIF kept), keep",
+    ),
+    Option("anim", (), _boolean, field="anim", values="true (default), false: first frame"),
 )
 BY_NAME: dict[str, Option] = {name: o for o in OPTIONS for name in (o.name, *o.aliases)}
 
@@ -259,3 +293,14 @@ def _fold_dpr(spec: TransformSpec, dpr: float) -> TransformSpec:
         if value is not None and value > MAX_DIMENSION:
             raise BadOption(f"invalid dpr: {name} times dpr exceeds {MAX_DIMENSION}")
     return replace(spec, width=width, height=height)
+
+
+def options_table() -> str:
+    """The README's option reference, from the same table the parser uses."""
+    lines = ["| option | aliases | values | default |", "|---|---|---|---|"]
+    for option in OPTIONS:
+        default = "" if option.field is None else DEFAULTS[option.field]
+        shown = "-" if default is None else option.render(default) if default != "" else "1"
+        aliases = ", ".join(f"`{a}`" for a in option.aliases)
+        lines.append(f"| `{option.name}` | {aliases} | {option.values} | {shown} |")
+    return "\n".join(lines)

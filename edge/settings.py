@@ -28,8 +28,22 @@ class EdgeSettings(ServiceSettings):
         (),
         description="Hosts allowed as absolute http(s) sources (`*.example.com` for subdomains).",
     )
-    workers: int = Field(CPUS, ge=1, le=256, description="Concurrent transforms.")
-    queue: int = Field(64 * CPUS, ge=0, description="Transforms waiting for a worker before 503.")
+    workers: int = Field(
+        CPUS,
+        ge=1,
+        le=256,
+        description="Concurrent transforms.",
+        json_schema_extra={"doc_default": "CPU count"},
+    )
+    transform_processes: bool = Field(
+        False, description="Run transforms in worker processes instead of threads."
+    )
+    queue: int = Field(
+        64 * CPUS,
+        ge=0,
+        description="Transforms waiting for a worker before 503.",
+        json_schema_extra={"doc_default": "64 x CPU count"},
+    )
     max_src_mp: float = Field(50, gt=0, description="Largest source, in megapixels (per frame).")
     max_src_mb: float = Field(50, gt=0, description="Largest source, in MiB.")
     max_frames: int = Field(100, ge=1, description="Most animation frames kept.")
@@ -48,7 +62,7 @@ class EdgeSettings(ServiceSettings):
     webp_quality: int = Field(80, ge=1, le=100, description="Default WebP quality.")
     avif_quality: int = Field(60, ge=1, le=100, description="Default AVIF quality.")
     webp_effort: int = Field(2, ge=0, le=6, description="WebP encoder effort (0 fastest).")
-    avif_effort: int = Field(2, ge=0, le=9, description="AVIF encoder effort (0 fastest).")
+    avif_effort: int = Field(3, ge=0, le=9, description="AVIF encoder effort (0 fastest).")
     png_effort: int = Field(3, ge=1, le=10, description="PNG zlib level (1 fastest).")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Threshold for warnings and errors in the JSON log."

@@ -10,10 +10,11 @@ time while small images keep flowing. Waiting is bounded by the request's deadli
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import TypeVar
 
 from cdn_common.errors import GatewayTimeout, Unavailable
@@ -26,11 +27,19 @@ class QueueFull(Unavailable):
 
 
 class TransformPool:
-    def __init__(self, workers: int, queue: int, memory_budget: int) -> None:
+    def __init__(
+        self, workers: int, queue: int, memory_budget: int, *, processes: bool = False
+    ) -> None:
         self.workers = workers
         self.queue = queue
         self.memory_budget = memory_budget
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="transform")
+        self._executor: Executor
+        if processes:
+            self._executor = ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_process
+            )
+        else:
+            self._executor = ThreadPoolExecutor(workers, thread_name_prefix="transform")
         self._slots = asyncio.Semaphore(workers)
         self._memory_free = memory_budget
         self._memory_changed = asyncio.Condition()
@@ -80,6 +89,13 @@ class TransformPool:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _init_process() -> None:
+    import pyvips
+
+    pyvips.cache_set_max(0)
+    pyvips.concurrency_set(1)
 
 
 def configure_libvips(workers: int) -> None:

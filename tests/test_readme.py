@@ -1,4 +1,4 @@
-"""The README's configuration table is the generated one, so the two cannot drift."""
+"""The README's reference tables are the generated ones, so they cannot drift."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from cdn_common.configdoc import SERVICES, table
+from edge.options import options_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -22,6 +23,13 @@ def test_settings_table_matches_the_schema(service: str) -> None:
     assert found.group(1).strip() == table(service), (
         f"regenerate with: python -m cdn_common.configdoc {service}"
     )
+
+
+def test_options_table_matches_the_parser_table() -> None:
+    found = re.search(
+        r"<!-- edge-options:begin -->\n(.*?)\n<!-- edge-options:end -->", README.read_text(), re.S
+    )
+    assert found and found.group(1).strip() == options_table()
 
 
 def test_readme_opens_with_the_two_commands() -> None:

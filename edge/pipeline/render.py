@@ -68,7 +68,7 @@ class Encoding:
     webp_quality: int = 80
     avif_quality: int = 60
     webp_effort: int = 2
-    avif_effort: int = 2
+    avif_effort: int = 3
     png_effort: int = 3
 
 

@@ -227,3 +227,17 @@ def test_other_methods_and_health(stack: Stack) -> None:
         metrics = httpx.get(f"{edge.url}/metrics").text
     assert 'edge_http_requests_total{method="GET",route="image",status="404"} 1.0' in metrics
     assert "edge_transform_queue_depth 0.0" in metrics
+
+
+def test_transforms_in_worker_processes(stack: Stack) -> None:
+    stack.put("a.jpg", jpeg(200, 100))
+    stack.put("cut.jpg", jpeg(300, 200))
+    data = (stack.blob_dir / "cut.jpg").read_bytes()
+    (stack.blob_dir / "cut.jpg").write_bytes(data[: len(data) // 2])
+    with stack.edge(transform_processes=True, workers=1) as edge:
+        response = httpx.get(f"{edge.url}/_/w=50,f=webp/a.jpg", timeout=60)
+        refused = httpx.get(f"{edge.url}/_/w=50/cut.jpg", timeout=60)
+    assert response.status_code == 200
+    assert image_of(response).width == 50
+    assert refused.status_code == 422, "errors raised in the worker cross the process boundary"
+    assert refused.text == "image is truncated or corrupt\n"

@@ -1,0 +1,257 @@
+"""Transform throughput of the edge against plain pyvips loops doing the same work, in one run.
+
+    python -m loadtests.bench_transform [--seconds 8] [--concurrency 8] [--only NAME]
+
+For each workload: a plain loop (thumbnail_buffer + the same encoder settings as the
+edge's defaults) as one process, one process per core, and one thread per core in one
+process (each with VIPS_CONCURRENCY=1); then the edge, serving unique URLs (every
+request names a different key, so nothing can be reused) from an origin over a local
+directory, driven by an asyncio client with CONCURRENCY connections. The edge is
+restarted per workload so its peak RSS (VmHWM) is that workload's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from cdn_common.stack import Stack
+from loadtests.images import sample
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    sample: str
+    width: int
+    format: str
+
+
+WORKLOADS = [
+    Workload("2560x1600 JPEG -> 400 px WebP q80", "photo-2560", 400, "webp"),
+    Workload("2560x1600 JPEG -> 400 px JPEG q80", "photo-2560", 400, "jpeg"),
+    Workload("5120x2880 JPEG -> 800 px WebP q80", "photo-5k", 800, "webp"),
+    Workload("2140x1200 RGBA PNG -> 400 px WebP q80", "alpha-png", 400, "webp"),
+    Workload("2560x1600 JPEG -> 400 px AVIF", "photo-2560", 400, "avif"),
+]
+CORES = os.cpu_count() or 1
+# extra edge settings for experiments, e.g. BENCH_EDGE_ENV="EDGE_TRANSFORM_PROCESSES=true"
+EXTRA_EDGE_ENV = dict(
+    item.split("=", 1) for item in os.environ.get("BENCH_EDGE_ENV", "").split() if "=" in item
+)
+
+
+def _encode(image: object, fmt: str) -> bytes:
+    # the edge's defaults (edge/settings.py): the comparison is for equal work
+    if fmt == "webp":
+        return image.webpsave_buffer(Q=80, effort=2, keep="none")  # type: ignore[attr-defined, no-any-return]
+    if fmt == "avif":
+        return image.heifsave_buffer(Q=60, effort=3, compression="av1", keep="none")  # type: ignore[attr-defined, no-any-return]
+    return image.jpegsave_buffer(Q=80, interlace=True, optimize_coding=True, keep="none")  # type: ignore[attr-defined, no-any-return]
+
+
+def _loop(data: bytes, width: int, fmt: str, seconds: float) -> int:
+    import pyvips
+
+    count = 0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        image = pyvips.Image.thumbnail_buffer(data, width, option_string="fail_on=truncated")
+        if image.hasalpha() and fmt == "jpeg":
+            image = image.flatten(background=[255, 255, 255])
+        _encode(image, fmt)
+        count += 1
+    return count
+
+
+def _process_entry(data: bytes, width: int, fmt: str, seconds: float, out: object) -> None:
+    import pyvips
+
+    pyvips.cache_set_max(0)
+    pyvips.concurrency_set(1)
+    out.put(_loop(data, width, fmt, seconds))  # type: ignore[attr-defined]
+
+
+def plain_processes(data: bytes, work: Workload, n: int, seconds: float) -> float:
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(target=_process_entry, args=(data, work.width, work.format, seconds, out))
+        for _ in range(n)
+    ]
+    for p in procs:
+        p.start()
+    total = sum(out.get() for _ in procs)
+    for p in procs:
+        p.join()
+    return total / seconds
+
+
+def plain_threads(data: bytes, work: Workload, n: int, seconds: float) -> float:
+    import pyvips
+
+    pyvips.cache_set_max(0)
+    pyvips.concurrency_set(1)
+    counts: list[int] = []
+    threads = [
+        threading.Thread(
+            target=lambda: counts.append(_loop(data, work.width, work.format, seconds))
+        )
+        for _ in range(n)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / seconds
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def drive(url_for: object, seconds: float, concurrency: int) -> tuple[int, list[float], int]:
+    latencies: list[float] = []
+    failures = 0
+    counter = 0
+    deadline = time.perf_counter() + seconds
+
+    async def user(client: httpx.AsyncClient) -> None:
+        nonlocal counter, failures
+        while time.perf_counter() < deadline:
+            counter += 1
+            started = time.perf_counter()
+            response = await client.get(url_for(counter))  # type: ignore[operator]
+            if response.status_code == 200:
+                latencies.append(time.perf_counter() - started)
+            else:
+                failures += 1
+
+    async with httpx.AsyncClient(timeout=60) as client:
+        await asyncio.gather(*(user(client) for _ in range(concurrency)))
+    return len(latencies), latencies, failures
+
+
+def bench_edge(
+    root: Path, data: bytes, work: Workload, seconds: float, concurrency: int
+) -> dict[str, float]:
+    blobs = root / "blobs"
+    folder = blobs / work.sample
+    if not folder.exists():
+        folder.mkdir(parents=True)
+        first = folder / "0"
+        first.write_bytes(data)
+        for i in range(1, 5000):
+            os.link(first, folder / str(i))
+    stack = Stack()
+    try:
+        stack.start(
+            "origin",
+            18181,
+            {
+                "ORIGIN_STORAGE": f"file://{blobs}",
+                "ORIGIN_PORT": "18181",
+                "ORIGIN_ACCESS_LOG": "false",
+            },
+        )
+        edge = stack.start(
+            "edge",
+            18180,
+            {
+                "EDGE_PORT": "18180",
+                "EDGE_ORIGIN_URL": "http://127.0.0.1:18181",
+                "EDGE_ACCESS_LOG": "false",
+                **EXTRA_EDGE_ENV,
+            },
+        )
+        opts = f"w={work.width},f={work.format}"
+        warm = asyncio.run(
+            drive(lambda i: f"{edge.url}/_/{opts}/{work.sample}/{4999 - i % 50}", 2, concurrency)
+        )
+        del warm
+        done, latencies, failures = asyncio.run(
+            drive(lambda i: f"{edge.url}/_/{opts}/{work.sample}/{i % 4900}", seconds, concurrency)
+        )
+        rss = peak_rss_mb(edge.process.pid)
+    finally:
+        stack.stop()
+    latencies.sort()
+    return {
+        "rps": done / seconds,
+        "p50": statistics.median(latencies) * 1000 if latencies else 0,
+        "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000 if latencies else 0,
+        "rss": rss,
+        "failures": failures,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--only", help="run workloads whose name contains this")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for work in WORKLOADS:
+            if args.only and args.only not in work.name:
+                continue
+            data = sample(work.sample)
+            one = plain_processes(data, work, 1, args.seconds)
+            procs = plain_processes(data, work, CORES, args.seconds)
+            threads = plain_threads(data, work, CORES, args.seconds)
+            edge = bench_edge(Path(tmp), data, work, args.seconds, args.concurrency)
+            best = max(one, procs, threads)
+            rows.append((work, one, procs, threads, edge, best))
+            plain = f"1p {one:.1f}, {CORES}p {procs:.1f}, {CORES}t {threads:.1f}"
+            print(f"{work.name}: {plain}, edge {edge['rps']:.1f}/s", file=sys.stderr, flush=True)
+    print(
+        f"\nmachine: {platform.machine()}, {CORES} cores, Python {platform.python_version()}; "
+        f"{args.seconds:g} s per run, edge driven with {args.concurrency} connections\n"
+    )
+    columns = [
+        "workload",
+        "plain 1 process",
+        f"plain {CORES} processes",
+        f"plain {CORES} threads",
+        "edge req/s",
+        "edge / best plain",
+        "p50 ms",
+        "p99 ms",
+        "edge peak RSS MB",
+    ]
+    print("| " + " | ".join(columns) + " |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for work, one, procs, threads, edge, best in rows:
+        cells = [
+            work.name,
+            f"{one:.1f}",
+            f"{procs:.1f}",
+            f"{threads:.1f}",
+            f"{edge['rps']:.1f}",
+            f"{edge['rps'] / best:.2f}",
+            f"{edge['p50']:.0f}",
+            f"{edge['p99']:.0f}",
+            f"{edge['rss']:.0f}",
+        ]
+        print("| " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
