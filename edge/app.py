@@ -8,28 +8,37 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
 import time
 from collections.abc import Iterator
 
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import Receive, Scope, Send
 
 from cdn_common.asgi import AccessMiddleware, HTTPMetrics
-from cdn_common.errors import BadRequest, MethodNotAllowed
+from cdn_common.errors import (
+    BadRequest,
+    Forbidden,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    Unauthorized,
+)
 from cdn_common.http import etag_matches_weak
 from cdn_common.logs import AccessLog
 from cdn_common.metrics import LatencyHistogram
 from edge.fetch import Fetched, Fetcher
 from edge.options import TransformSpec
-from edge.pipeline.plan import CONTENT_TYPES
+from edge.pipeline.plan import CONTENT_TYPES, SourceInfo
 from edge.pipeline.render import Encoding, Limits, Rendered, prepare, render
 from edge.settings import EdgeSettings
+from edge.sourcecache import PIVOT_SIDE, SourceCache
 from edge.urls import CDN_CGI, OriginSource, parse_request
 from edge.workers import TransformPool
 
 MIB = 1024 * 1024
+PROBED_ENTRIES = 65536  # headers already read, by (source, etag)
 # A source is passed through untouched only when it is a raster image by both the
 # origin's word and its first byte; SVG, HTML or anything odd is rendered (or refused).
 PASSTHROUGH_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif", "image/avif"})
@@ -38,6 +47,8 @@ PASSTHROUGH_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/g
 def classify(path: str) -> str:
     if path in ("/healthz", "/readyz"):
         return "health"
+    if path == "/_purge":
+        return "purge"
     if path == "/metrics":
         return "metrics"
     return "image"
@@ -56,8 +67,34 @@ class EdgeStats(Collector):
         self.pool = pool
         self.transform = LatencyHistogram()
         self.origin = LatencyHistogram()
+        self.source_hits = 0
+        self.copies_made = 0
+        self.copies_used = 0
+        self.sources: SourceCache | None = None
 
-    def collect(self) -> Iterator[GaugeMetricFamily | HistogramMetricFamily]:
+    def collect(
+        self,
+    ) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
+        yield CounterMetricFamily(
+            "edge_source_cache_hits", "Sources served from memory.", value=self.source_hits
+        )
+        yield CounterMetricFamily(
+            "edge_decoded_copies_made",
+            "Pre-shrunk copies of hot sources decoded.",
+            value=self.copies_made,
+        )
+        yield CounterMetricFamily(
+            "edge_decoded_copies_used",
+            "Variants made from a pre-shrunk copy.",
+            value=self.copies_used,
+        )
+        if self.sources is not None:
+            yield GaugeMetricFamily(
+                "edge_source_cache_bytes", "Source bytes held.", value=self.sources.source_bytes
+            )
+            yield GaugeMetricFamily(
+                "edge_decoded_cache_bytes", "Decoded copies held.", value=self.sources.pivot_bytes
+            )
         yield GaugeMetricFamily(
             "edge_transform_queue_depth", "Transforms waiting for a slot.", value=self.pool.waiting
         )
@@ -101,6 +138,13 @@ class EdgeApp:
             png_effort=settings.png_effort,
         )
         self.max_src_bytes = int(settings.max_src_mb * MIB)
+        self.sources = SourceCache(
+            int(settings.source_cache_mb * MIB), int(settings.decoded_cache_mb * MIB)
+        )
+        # decoded copies are libvips images in this process: useless to worker processes
+        self.pivots_enabled = settings.decoded_cache_mb > 0 and not settings.transform_processes
+        self.stats.sources = self.sources
+        self._probed: dict[tuple[str, str | None], SourceInfo] = {}
         self._cache_control = settings.cache_control.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -120,6 +164,10 @@ class EdgeApp:
             )
         elif path == "/metrics":
             await _send(send, 200, self.metrics.render(), b"text/plain; version=0.0.4")
+        elif path == "/_purge":
+            if scope["method"] != "POST":
+                raise MethodNotAllowed(headers={"Allow": "POST"})
+            await self._purge(scope, receive, send)
         elif scope["method"] not in ("GET", "HEAD"):
             raise MethodNotAllowed(headers={"Allow": "GET, HEAD"})
         else:
@@ -151,18 +199,25 @@ class EdgeApp:
         deadline = time.monotonic() + self.settings.deadline_s
         headers = dict(scope["headers"])
         accept = headers.get(b"accept", b"").decode("latin-1")
-        fetched = await self.fetcher.fetch(
-            request.source, max_bytes=self.max_src_bytes, deadline=deadline
-        )
-        upstream = "origin" if isinstance(request.source, OriginSource) else "remote"
-        self.stats.origin.observe(upstream, fetched.seconds)
-        timing = f"origin;dur={fetched.seconds * 1000:.1f}"
+        source_id = request.source.id
+        fetched = self.sources.get(source_id)
+        if fetched is None:
+            fetched = await self.fetcher.fetch(
+                request.source, max_bytes=self.max_src_bytes, deadline=deadline
+            )
+            self.sources.put(source_id, fetched)
+            upstream = "origin" if isinstance(request.source, OriginSource) else "remote"
+            self.stats.origin.observe(upstream, fetched.seconds)
+            timing = f"origin;dur={fetched.seconds * 1000:.1f}"
+        else:
+            self.stats.source_hits += 1
+            timing = "source-cache;dur=0"
         spec = request.spec
         if spec.is_identity and _passthrough(fetched):
             body, content_type = fetched.body, fetched.content_type.split(";")[0]
         else:
             started = time.monotonic()
-            rendered = await self._render(fetched, spec, accept, deadline)
+            rendered = await self._render(source_id, fetched, spec, accept, deadline)
             elapsed = time.monotonic() - started
             self.stats.transform.observe(rendered.format, elapsed)
             timing += f", transform;dur={elapsed * 1000:.1f}"
@@ -196,20 +251,66 @@ class EdgeApp:
         )
 
     async def _render(
-        self, fetched: Fetched, spec: TransformSpec, accept: str, deadline: float
+        self, source_id: str, fetched: Fetched, spec: TransformSpec, accept: str, deadline: float
     ) -> Rendered:
-        loop = asyncio.get_running_loop()
-        job = await loop.run_in_executor(None, prepare, fetched.body, spec, accept, self.limits)
-        return await self.pool.run(
+        known = self._probed.get((source_id, fetched.etag))
+        if known is not None:
+            job = prepare(fetched.body, spec, accept, self.limits, known)
+        else:
+            loop = asyncio.get_running_loop()
+            job = await loop.run_in_executor(None, prepare, fetched.body, spec, accept, self.limits)
+            if len(self._probed) >= PROBED_ENTRIES:
+                self._probed.pop(next(iter(self._probed)))
+            self._probed[(source_id, fetched.etag)] = job.source
+        pivot, pivot_side = None, 0
+        if self.pivots_enabled and self.sources.hot(source_id):
+            pivot = self.sources.pivot(source_id, fetched.etag)
+            pivot_side = 0 if pivot is not None else PIVOT_SIDE
+        rendered = await self.pool.run(
             render,
             fetched.body,
             spec,
             job,
             self.encoding,
             deadline,
+            pivot,
+            pivot_side,
             cost=job.cost,
             deadline=deadline,
         )
+        if rendered.pivot is not None:
+            self.stats.copies_made += 1
+            self.sources.keep_pivot(source_id, fetched.etag, rendered.pivot)
+        elif pivot is not None and rendered.from_pivot:
+            self.stats.copies_used += 1
+        return rendered
+
+    async def _purge(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """POST /_purge {"source": "<key or URL>"}: drop what this edge holds for it."""
+        if not self.settings.purge_keys:
+            raise Forbidden("purge is disabled: no EDGE_PURGE_KEYS")
+        headers = dict(scope["headers"])
+        token = headers.get(b"authorization", b"").decode("latin-1").removeprefix("Bearer ")
+        if not any(hmac.compare_digest(token, key) for key in self.settings.purge_keys):
+            raise Unauthorized()
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if len(body) > 65536:
+                raise PayloadTooLarge("purge request too large")
+            if not message.get("more_body"):
+                break
+        try:
+            source = json.loads(body)["source"]
+        except (ValueError, KeyError, TypeError):
+            source = None
+        if not isinstance(source, str):
+            raise BadRequest('expected JSON {"source": "..."}')
+        dropped = self.sources.purge(source)
+        for key in [k for k in self._probed if k[0] == source]:
+            del self._probed[key]
+        await _send(send, 200, json.dumps({"purged": dropped}).encode(), b"application/json")
 
 
 def _passthrough(fetched: Fetched) -> bool:

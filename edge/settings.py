@@ -48,6 +48,13 @@ class EdgeSettings(ServiceSettings):
     max_src_mb: float = Field(50, gt=0, description="Largest source, in MiB.")
     max_frames: int = Field(100, ge=1, description="Most animation frames kept.")
     max_out_px: int = Field(8192, ge=1, le=16384, description="Largest output width or height.")
+    source_cache_mb: float = Field(
+        256, ge=0, description="Memory for source bytes, kept as the origin's Cache-Control allows."
+    )
+    decoded_cache_mb: float = Field(
+        256, ge=0, description="Memory for pre-shrunk decoded copies of hot sources (threads only)."
+    )
+    purge_keys: StrList = Field((), description="Bearer secrets accepted by POST /_purge.")
     transform_memory_mb: float = Field(
         1024, gt=0, description="Memory budget for decodes in flight (admission by estimate)."
     )
@@ -69,7 +76,7 @@ class EdgeSettings(ServiceSettings):
     )
     access_log: bool = Field(True, description="One JSON log line per request.")
 
-    @field_validator("signing_keys", "allowed_sources", mode="before")
+    @field_validator("signing_keys", "allowed_sources", "purge_keys", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         return split_list(value)

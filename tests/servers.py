@@ -20,8 +20,8 @@ from cdn_common.serve import bind, uvicorn_config
 class ServerThread:
     """uvicorn serving `app` on a free loopback port, in a thread of the test process."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.sock = bind("127.0.0.1", 0)
+    def __init__(self, app: ASGIApp, port: int = 0) -> None:
+        self.sock = bind("127.0.0.1", port)
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(

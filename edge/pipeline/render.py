@@ -80,6 +80,8 @@ class Rendered:
     height: int
     pages: int
     source: SourceInfo
+    pivot: Any = None  # a pre-shrunk decoded copy made on the way, for the caller to keep
+    from_pivot: bool = False  # made from a pre-shrunk copy rather than the source bytes
 
 
 def probe(data: bytes, limits: Limits) -> SourceInfo:
@@ -127,9 +129,15 @@ class Job:
     cost: int
 
 
-def prepare(data: bytes, spec: TransformSpec, accept: str, limits: Limits) -> Job:
-    """Header, limits, output format and geometry; cheap (no pixels are decoded)."""
-    source = probe(data, limits)
+def prepare(
+    data: bytes,
+    spec: TransformSpec,
+    accept: str,
+    limits: Limits,
+    source: SourceInfo | None = None,
+) -> Job:
+    """Header (unless already known), limits, output format and geometry; no pixels decoded."""
+    source = source or probe(data, limits)
     animate = keeps_animation(spec, source)
     if animate and source.pages > limits.max_frames:
         raise PayloadTooLarge(f"source has {source.pages} frames, over the limit")
@@ -140,11 +148,33 @@ def prepare(data: bytes, spec: TransformSpec, accept: str, limits: Limits) -> Jo
 
 
 def render(
-    data: bytes, spec: TransformSpec, job: Job, encoding: Encoding, deadline: float
+    data: bytes,
+    spec: TransformSpec,
+    job: Job,
+    encoding: Encoding,
+    deadline: float,
+    pivot: Any = None,
+    pivot_side: int = 0,
 ) -> Rendered:
-    """Bytes in, bytes out; raises the edge's HTTP errors only."""
+    """Bytes in, bytes out; raises the edge's HTTP errors only.
+
+    With `pivot` (a pre-shrunk copy of this source) the decode is skipped when the copy
+    is large enough; with `pivot_side`, such a copy is made first and returned.
+    """
+    made = None
     try:
-        image = _load(data, spec, job.source, job.geometry, job.animate)
+        target = _pre_rotation(spec, job.geometry.resize)
+        if pivot is None and pivot_side and _pivotable(spec, job):
+            made = pivot = _make_pivot(data, job.source, max(pivot_side, *target))
+        from_pivot = pivot is not None and _pivotable(spec, job) and _fits(target, pivot)
+        if from_pivot:
+            image = (
+                pivot
+                if target == (pivot.width, pivot.height)
+                else pivot.thumbnail_image(target[0], height=target[1], size="force")
+            )
+        else:
+            image = _load(data, spec, job.source, job.geometry, job.animate)
         for step in build(spec, job.geometry, job.output, job.animate):
             if time.monotonic() > deadline:
                 raise GatewayTimeout("transform deadline exceeded")
@@ -153,7 +183,32 @@ def render(
     except pyvips.Error as exc:
         raise UnprocessableImage(_vips_reason(exc)) from None
     pages = int(_field(image, "n-pages") or 1) if job.animate else 1
-    return Rendered(body, job.output, image.width, image.height // pages, pages, job.source)
+    return Rendered(
+        body, job.output, image.width, image.height // pages, pages, job.source, made, from_pivot
+    )
+
+
+def _pre_rotation(spec: TransformSpec, size: tuple[int, int]) -> tuple[int, int]:
+    return (size[1], size[0]) if spec.rotate in (90, 270) else size
+
+
+def _pivotable(spec: TransformSpec, job: Job) -> bool:
+    return spec.trim is None and not job.animate and job.source.pages == 1
+
+
+def _fits(target: tuple[int, int], pivot: Any) -> bool:
+    return bool(target[0] <= pivot.width and target[1] <= pivot.height)
+
+
+def _make_pivot(data: bytes, source: SourceInfo, side: int) -> Any:
+    """The source decoded (with shrink-on-load) to `side` px on its long side, in memory."""
+    scale = min(1.0, side / max(source.width, source.height))
+    width = max(1, round(source.width * scale))
+    height = max(1, round(source.height * scale))
+    image = pyvips.Image.thumbnail_buffer(
+        data, width, height=height, size="force", option_string="fail_on=truncated"
+    )
+    return _to_srgb(image).copy_memory()
 
 
 def _vips_reason(exc: pyvips.Error) -> str:

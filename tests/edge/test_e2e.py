@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -51,7 +53,7 @@ def test_format_auto_negotiates_and_varies(stack: Stack) -> None:
 
 def test_conditional_request_gives_304(stack: Stack) -> None:
     stack.put("a.jpg", jpeg())
-    with stack.edge() as edge:
+    with stack.edge(decoded_cache_mb=0) as edge:
         first = httpx.get(f"{edge.url}/_/w=10/a.jpg")
         again = httpx.get(
             f"{edge.url}/_/w=10/a.jpg", headers={"If-None-Match": first.headers["etag"]}
@@ -241,3 +243,76 @@ def test_transforms_in_worker_processes(stack: Stack) -> None:
     assert image_of(response).width == 50
     assert refused.status_code == 422, "errors raised in the worker cross the process boundary"
     assert refused.text == "image is truncated or corrupt\n"
+
+
+def test_new_variants_of_a_hot_source_skip_the_fetch_and_the_decode(stack: Stack) -> None:
+    data = noisy_jpeg(2000, 1250)
+    stack.put("hot.jpg", data)
+    with stack.edge() as edge:
+        direct = httpx.get(f"{edge.url}/_/w=300/hot.jpg")  # first sight: from the bytes
+        made = httpx.get(f"{edge.url}/_/w=301/hot.jpg")  # second: makes the copy
+        widths = [httpx.get(f"{edge.url}/_/w={w},f=webp/hot.jpg") for w in (120, 640, 1000)]
+        huge = httpx.get(f"{edge.url}/_/w=1900/hot.jpg")  # larger than the copy: from bytes
+        metrics = httpx.get(f"{edge.url}/metrics").text
+    sizes = [image_of(r).width for r in (direct, made, *widths, huge)]
+    assert sizes == [300, 301, 120, 640, 1000, 1900]
+    assert widths[0].headers["server-timing"].startswith("source-cache")
+    assert "edge_source_cache_hits_total 5.0" in metrics
+    assert "edge_decoded_copies_made_total 1.0" in metrics
+    assert "edge_decoded_copies_used_total 3.0" in metrics
+    a = image_of(direct)
+    b = image_of(made).thumbnail_image(300, height=a.height, size="force")
+    assert abs(a.avg() - b.avg()) < 2, "a variant from the copy looks like one from the source"
+
+
+def test_purge_drops_the_source(stack: Stack) -> None:
+    stack.put("p.jpg", jpeg(200, 100, quality=30))
+    auth = {"Authorization": "Bearer purge-secret"}
+    with stack.edge(purge_keys="purge-secret") as edge:
+        before = httpx.get(f"{edge.url}/_/w=50/p.jpg")
+        stack.put("p.jpg", png(120, 60))
+        stale = httpx.get(f"{edge.url}/_/w=50/p.jpg")
+        assert image_of(stale).height == image_of(before).height, "within max-age: cached"
+        url = f"{edge.url}/_purge"
+        assert httpx.post(url, json={"source": "p.jpg"}).status_code == 401
+        assert httpx.post(url, json={"x": 1}, headers=auth).status_code == 400
+        purged = httpx.post(url, json={"source": "p.jpg"}, headers=auth)
+        assert purged.status_code == 200 and purged.json()["purged"] >= 1
+        fresh = httpx.get(f"{edge.url}/_/w=50/p.jpg")
+    assert image_of(fresh).height == 25, "the new 120x60 source"
+    assert fresh.headers["content-type"] == "image/png"
+
+
+def test_origin_overwrite_reaches_the_edge_through_the_webhook(blob_dir: Path) -> None:
+    from edge.app import build_app as build_edge
+    from edge.settings import EdgeSettings
+    from origin.app import build_app as build_origin
+    from origin.settings import OriginSettings
+    from origin.stores import open_store
+
+    edge_port = free_port()
+    origin_port = free_port()
+    edge_settings = EdgeSettings(
+        origin_url=f"http://127.0.0.1:{origin_port}", purge_keys="k", access_log=False
+    )
+    origin_settings = OriginSettings(
+        storage=f"file://{blob_dir}",
+        api_keys="w:w-secret",
+        purge_webhooks=f"http://127.0.0.1:{edge_port}/_purge",
+        purge_key="k",
+        access_log=False,
+    )
+    origin_app = build_origin(origin_settings, open_store(origin_settings.storage))
+    with (
+        ServerThread(build_edge(edge_settings), port=edge_port) as edge,
+        ServerThread(origin_app, port=origin_port) as origin,
+    ):
+        auth = {"Authorization": "Bearer w-secret"}
+        httpx.put(f"{origin.url}/o.jpg", content=jpeg(200, 100), headers=auth)
+        assert image_of(httpx.get(f"{edge.url}/_/w=40/o.jpg")).height == 20
+        httpx.put(f"{origin.url}/o.jpg", content=jpeg(200, 200), headers=auth)
+        for _ in range(100):  # the webhook is asynchronous
+            if image_of(httpx.get(f"{edge.url}/_/w=40/o.jpg")).height == 40:
+                break
+            time.sleep(0.05)
+        assert image_of(httpx.get(f"{edge.url}/_/w=40/o.jpg")).height == 40

@@ -1,0 +1,96 @@
+"""Sources kept at the edge: their bytes, and a decoded, pre-shrunk copy of the hot ones.
+
+A new variant of a source the edge has seen needs neither a fetch nor (when the copy
+is large enough) a full decode: the copy is already oriented, sRGB, in memory, and at
+least `PIVOT_SIDE` pixels on its long side. Bytes are kept for as long as the origin's
+`Cache-Control` allows (RFC 9111 freshness, see `freshness.py`); copies are keyed by the
+source's ETag, so a changed source never meets an old copy. Both are byte-bounded LRUs
+(cachetools), touched only on the event loop thread. A purge drops both.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cachetools import LRUCache
+
+from edge.fetch import Fetched
+from edge.freshness import freshness_lifetime
+
+PIVOT_SIDE = 1280  # long side of a pre-shrunk copy: covers the common 100-1280 px variants
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    fetched: Fetched
+    expires: float
+
+
+class SourceCache:
+    def __init__(
+        self,
+        source_budget: int,
+        pivot_budget: int,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._sources: LRUCache[str, Entry] = LRUCache(
+            maxsize=source_budget, getsizeof=lambda e: len(e.fetched.body) + 512
+        )
+        self._pivots: LRUCache[tuple[str, str], Any] = LRUCache(
+            maxsize=pivot_budget, getsizeof=_pivot_bytes
+        )
+        self._seen: LRUCache[str, int] = LRUCache(maxsize=65536)
+        self._clock = clock
+        self._wall = wall
+
+    def get(self, source_id: str) -> Fetched | None:
+        entry = self._sources.get(source_id)
+        if entry is None:
+            return None
+        if entry.expires <= self._clock():
+            del self._sources[source_id]
+            return None
+        return entry.fetched
+
+    def put(self, source_id: str, fetched: Fetched, expires_header: str | None = None) -> None:
+        lifetime = freshness_lifetime(
+            fetched.cache_control, expires_header, self._wall(), fetched.last_modified
+        )
+        if lifetime > 0 and len(fetched.body) + 512 <= self._sources.maxsize:
+            self._sources[source_id] = Entry(fetched, self._clock() + lifetime)
+
+    def hot(self, source_id: str) -> bool:
+        """Counts a request for the source; True from the second one on."""
+        count = self._seen.get(source_id, 0) + 1
+        self._seen[source_id] = count
+        return count >= 2
+
+    def pivot(self, source_id: str, etag: str | None) -> Any:
+        return self._pivots.get((source_id, etag or "")) if self._pivots.maxsize else None
+
+    def keep_pivot(self, source_id: str, etag: str | None, image: Any) -> None:
+        if self._pivots.maxsize and _pivot_bytes(image) <= self._pivots.maxsize:
+            self._pivots[(source_id, etag or "")] = image
+
+    def purge(self, source_id: str) -> int:
+        dropped = int(self._sources.pop(source_id, None) is not None)
+        for key in [k for k in self._pivots if k[0] == source_id]:
+            del self._pivots[key]
+            dropped += 1
+        return dropped
+
+    @property
+    def source_bytes(self) -> int:
+        return int(self._sources.currsize)
+
+    @property
+    def pivot_bytes(self) -> int:
+        return int(self._pivots.currsize)
+
+
+def _pivot_bytes(image: Any) -> int:
+    return int(image.width * image.height * image.bands) + 1024
