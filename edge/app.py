@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
@@ -34,7 +34,7 @@ from edge.pipeline.plan import CONTENT_TYPES, SourceInfo
 from edge.pipeline.render import Encoding, Limits, Rendered, prepare, render
 from edge.settings import EdgeSettings
 from edge.sourcecache import PIVOT_SIDE, SourceCache
-from edge.urls import CDN_CGI, OriginSource, parse_request
+from edge.urls import CDN_CGI, OriginSource, Source, parse_request
 from edge.workers import TransformPool
 
 MIB = 1024 * 1024
@@ -199,32 +199,32 @@ class EdgeApp:
         deadline = time.monotonic() + self.settings.deadline_s
         headers = dict(scope["headers"])
         accept = headers.get(b"accept", b"").decode("latin-1")
-        source_id = request.source.id
-        fetched = self.sources.get(source_id)
-        if fetched is None:
-            fetched = await self.fetcher.fetch(
-                request.source, max_bytes=self.max_src_bytes, deadline=deadline
-            )
-            self.sources.put(source_id, fetched)
-            upstream = "origin" if isinstance(request.source, OriginSource) else "remote"
-            self.stats.origin.observe(upstream, fetched.seconds)
-            timing = f"origin;dur={fetched.seconds * 1000:.1f}"
-        else:
-            self.stats.source_hits += 1
-            timing = "source-cache;dur=0"
         spec = request.spec
-        if spec.is_identity and _passthrough(fetched):
-            body, content_type = fetched.body, fetched.content_type.split(";")[0]
-        else:
-            started = time.monotonic()
-            rendered = await self._render(source_id, fetched, spec, accept, deadline)
-            elapsed = time.monotonic() - started
-            self.stats.transform.observe(rendered.format, elapsed)
-            timing += f", transform;dur={elapsed * 1000:.1f}"
-            if spec.format == "json":
-                body, content_type = _describe(rendered), "application/json"
+        held = 0
+
+        async def reserve(size: int) -> None:
+            # source bytes in flight are bounded for transforms (passthrough streams on)
+            nonlocal held
+            if not spec.is_identity:
+                held += await self.pool.hold(size, deadline)
+
+        try:
+            fetched, timing = await self._source(request.source, deadline, reserve)
+            if spec.is_identity and _passthrough(fetched):
+                body, content_type = fetched.body, fetched.content_type.split(";")[0]
             else:
-                body, content_type = rendered.body, CONTENT_TYPES[rendered.format]
+                started = time.monotonic()
+                rendered = await self._render(request.source.id, fetched, spec, accept, deadline)
+                elapsed = time.monotonic() - started
+                self.stats.transform.observe(rendered.format, elapsed)
+                timing += f", transform;dur={elapsed * 1000:.1f}"
+                if spec.format == "json":
+                    body, content_type = _describe(rendered), "application/json"
+                else:
+                    body, content_type = rendered.body, CONTENT_TYPES[rendered.format]
+        finally:
+            if held:
+                await self.pool.release_source(held)
         etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
         response_headers = [
             (b"etag", etag.encode()),
@@ -249,6 +249,23 @@ class EdgeApp:
         await send(
             {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
         )
+
+    async def _source(
+        self, source: Source, deadline: float, reserve: Callable[[int], Awaitable[None]]
+    ) -> tuple[Fetched, str]:
+        """The source's bytes, from memory when fresh there, and the Server-Timing part."""
+        self.sources.touch(source.id)
+        fetched = self.sources.get(source.id)
+        if fetched is not None:
+            self.stats.source_hits += 1
+            return fetched, "source-cache;dur=0"
+        fetched = await self.fetcher.fetch(
+            source, max_bytes=self.max_src_bytes, deadline=deadline, reserve=reserve
+        )
+        self.sources.put(source.id, fetched)
+        upstream = "origin" if isinstance(source, OriginSource) else "remote"
+        self.stats.origin.observe(upstream, fetched.seconds)
+        return fetched, f"origin;dur={fetched.seconds * 1000:.1f}"
 
     async def _render(
         self, source_id: str, fetched: Fetched, spec: TransformSpec, accept: str, deadline: float
@@ -361,6 +378,7 @@ def build_app(settings: EdgeSettings, fetcher: Fetcher | None = None) -> AccessM
         settings.workers,
         settings.queue,
         int(settings.transform_memory_mb * MIB),
+        source_budget=int(settings.inflight_sources_mb * MIB),
         processes=settings.transform_processes,
     )
     app = EdgeApp(settings, fetcher, pool, metrics)

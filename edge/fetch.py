@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -100,7 +100,16 @@ class Fetcher:
         ):
             raise ForbiddenAddress("source redirected to a host that is not allowed")
 
-    async def fetch(self, source: Source, *, max_bytes: int, deadline: float) -> Fetched:
+    async def fetch(
+        self,
+        source: Source,
+        *,
+        max_bytes: int,
+        deadline: float,
+        reserve: Callable[[int], Awaitable[None]] | None = None,
+    ) -> Fetched:
+        """The source's bytes. `reserve(n)` is awaited before n more bytes are read (from
+        Content-Length up front, else chunk by chunk), so the caller can bound them."""
         if isinstance(source, OriginSource):
             client, url, what = self._origin, source.url(self.origin_url), "origin"
         else:
@@ -116,14 +125,19 @@ class Fetcher:
         ):
             _check_status(response.status_code, what)
             declared = response.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            expected = int(declared) if declared is not None and declared.isdigit() else 0
+            if expected > max_bytes:
                 raise PayloadTooLarge("source is over the size limit")
+            if reserve is not None and expected:
+                await reserve(expected)
             chunks: list[bytes] = []
             size = 0
             async for chunk in response.aiter_bytes():
                 size += len(chunk)
                 if size > max_bytes:
                     raise PayloadTooLarge("source is over the size limit")
+                if reserve is not None and size > expected:
+                    await reserve(len(chunk))
                 chunks.append(chunk)
         headers = response.headers
         return Fetched(

@@ -55,8 +55,13 @@ class EdgeSettings(ServiceSettings):
         256, ge=0, description="Memory for pre-shrunk decoded copies of hot sources (threads only)."
     )
     purge_keys: StrList = Field((), description="Bearer secrets accepted by POST /_purge.")
+    inflight_sources_mb: float = Field(
+        64, gt=0, description="Source bytes held by requests waiting for or in a transform."
+    )
     transform_memory_mb: float = Field(
-        1024, gt=0, description="Memory budget for decodes in flight (admission by estimate)."
+        768,
+        gt=0,
+        description="Decode memory for transforms in flight (estimated from headers).",
     )
     deadline_s: float = Field(30, gt=0, description="Per-request deadline, seconds.")
     origin_connect_timeout_s: float = Field(2, gt=0, description="Origin connect timeout.")

@@ -57,17 +57,23 @@ class SourceCache:
         return entry.fetched
 
     def put(self, source_id: str, fetched: Fetched, expires_header: str | None = None) -> None:
+        """Keep a source asked for at least twice (one-hit wonders would only evict the
+        sources that are reused), for as long as its freshness lifetime allows."""
+        if self._seen.get(source_id, 0) < 2:
+            return
         lifetime = freshness_lifetime(
             fetched.cache_control, expires_header, self._wall(), fetched.last_modified
         )
         if lifetime > 0 and len(fetched.body) + 512 <= self._sources.maxsize:
             self._sources[source_id] = Entry(fetched, self._clock() + lifetime)
 
+    def touch(self, source_id: str) -> None:
+        """Counts a request for the source (once per request)."""
+        self._seen[source_id] = self._seen.get(source_id, 0) + 1
+
     def hot(self, source_id: str) -> bool:
-        """Counts a request for the source; True from the second one on."""
-        count = self._seen.get(source_id, 0) + 1
-        self._seen[source_id] = count
-        return count >= 2
+        """Asked for at least twice recently."""
+        return self._seen.get(source_id, 0) >= 2
 
     def pivot(self, source_id: str, etag: str | None) -> Any:
         return self._pivots.get((source_id, etag or "")) if self._pivots.maxsize else None

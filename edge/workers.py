@@ -1,10 +1,14 @@
-"""Back-pressure for transforms: a fixed pool of threads, a bounded queue, a memory budget.
+"""Back-pressure for transforms: source bytes in flight, two lanes, a memory budget.
 
-At most `workers` transforms run at once (libvips releases the GIL, so threads use
-every core); at most `queue` wait for a slot, beyond which a request is refused at once
-with 503 + Retry-After rather than piling up. Each admitted transform also reserves an
-estimate of its decode memory from a budget, so a burst of huge sources runs a few at a
-time while small images keep flowing. Waiting is bounded by the request's deadline.
+A request fetching a source for a transform reserves its size (from Content-Length,
+before the body is read) from a budget of source bytes in flight (`hold`), so the
+sources held by waiting requests are bounded in bytes, not by the queue length. Then
+it reserves an estimate of its decode memory and takes a worker slot in its lane:
+small jobs (estimate under `SMALL_JOB`) and large ones have `workers` slots each, so
+thumbnails keep flowing while huge sources decode. At most `queue` requests wait at
+any of these steps; beyond that a request is refused at once with 503 + Retry-After.
+Waiting is bounded by the request's deadline (504). libvips releases the GIL, so
+threads use every core; `processes=True` runs the same functions in processes instead.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import TypeVar
 from cdn_common.errors import GatewayTimeout, Unavailable
 
 T = TypeVar("T")
+SMALL_JOB = 64 * 1024 * 1024  # decode estimate below which a job takes the small lane
 
 
 class QueueFull(Unavailable):
@@ -28,7 +33,13 @@ class QueueFull(Unavailable):
 
 class TransformPool:
     def __init__(
-        self, workers: int, queue: int, memory_budget: int, *, processes: bool = False
+        self,
+        workers: int,
+        queue: int,
+        memory_budget: int,
+        *,
+        source_budget: int = 256 * 1024 * 1024,
+        processes: bool = False,
     ) -> None:
         self.workers = workers
         self.queue = queue
@@ -36,59 +47,107 @@ class TransformPool:
         self._executor: Executor
         if processes:
             self._executor = ProcessPoolExecutor(
-                workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_process
+                2 * workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_process,
             )
         else:
-            self._executor = ThreadPoolExecutor(workers, thread_name_prefix="transform")
-        self._slots = asyncio.Semaphore(workers)
-        self._memory_free = memory_budget
-        self._memory_changed = asyncio.Condition()
+            self._executor = ThreadPoolExecutor(2 * workers, thread_name_prefix="transform")
+        self._lanes = {"small": asyncio.Semaphore(workers), "large": asyncio.Semaphore(workers)}
+        self._memory = ByteBudget(memory_budget)
+        self.sources = ByteBudget(source_budget)
         self.waiting = 0
         self.running = 0
 
-    async def run(self, fn: Callable[..., T], *args: object, cost: int, deadline: float) -> T:
-        if self._slots.locked() and self.waiting >= self.queue:
+    def _enter_queue(self) -> None:
+        if self.waiting >= self.queue:
             raise QueueFull(retry_after=1)
-        cost = min(cost, self.memory_budget)  # a source over the budget runs alone
         self.waiting += 1
+
+    async def hold(self, size: int, deadline: float) -> int:
+        """Reserve room for `size` bytes of source; returns what was reserved."""
+        size = self.sources.clamp(size)
+        if self.sources.free >= size:
+            self.sources.free -= size
+            return size
+        self._enter_queue()
         try:
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                # memory first: a big job waiting for room must not sit on a slot that
-                # a small one could use
-                await self._reserve(cost)
-                try:
-                    await self._slots.acquire()
-                except BaseException:
-                    await self._release(cost)
-                    raise
-        except TimeoutError:
-            raise GatewayTimeout("timed out waiting for a transform slot") from None
+            await _before(deadline, self.sources.take(size))
         finally:
             self.waiting -= 1
+        return size
+
+    async def release_source(self, size: int) -> None:
+        await self.sources.give(size)
+
+    async def run(self, fn: Callable[..., T], *args: object, cost: int, deadline: float) -> T:
+        """Run `fn(*args)` in a worker once its memory and a slot in its lane are free."""
+        cost = self._memory.clamp(cost)  # a source over the budget runs alone
+        lane = self._lanes["small" if cost < SMALL_JOB else "large"]
+        if self._memory.free >= cost and not lane.locked():
+            self._memory.free -= cost  # room now: no queueing (no await until acquired)
+            await lane.acquire()
+            return await self._execute(fn, args, lane, cost)
+        self._enter_queue()
+        try:
+            # memory first: a big job waiting for room must not sit on a slot
+            await _before(deadline, self._memory.take(cost))
+            try:
+                await _before(deadline, lane.acquire())
+            except BaseException:
+                await self._memory.give(cost)
+                raise
+        finally:
+            self.waiting -= 1
+        return await self._execute(fn, args, lane, cost)
+
+    async def _execute(
+        self, fn: Callable[..., T], args: tuple[object, ...], lane: asyncio.Semaphore, cost: int
+    ) -> T:
         self.running += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
         finally:
             self.running -= 1
-            await self._release(cost)
-            self._slots.release()
-
-    async def _reserve(self, cost: int) -> None:
-        async with self._memory_changed:
-            await self._memory_changed.wait_for(lambda: self._memory_free >= cost)
-            self._memory_free -= cost
-
-    async def _release(self, cost: int) -> None:
-        async with self._memory_changed:
-            self._memory_free += cost
-            self._memory_changed.notify_all()
+            lane.release()
+            await self._memory.give(cost)
 
     @property
     def memory_reserved(self) -> int:
-        return self.memory_budget - self._memory_free
+        return self._memory.total - self._memory.free
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class ByteBudget:
+    """An async semaphore counted in bytes."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.free = total
+        self._changed = asyncio.Condition()
+
+    def clamp(self, size: int) -> int:
+        return max(0, min(size, self.total))  # more than the whole budget waits to run alone
+
+    async def take(self, size: int) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.free >= size)
+            self.free -= size
+
+    async def give(self, size: int) -> None:
+        async with self._changed:
+            self.free += size
+            self._changed.notify_all()
+
+
+async def _before(deadline: float, waiting: object) -> None:
+    try:
+        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+            await waiting  # type: ignore[misc]
+    except TimeoutError:
+        raise GatewayTimeout("timed out waiting for a transform slot") from None
 
 
 def _init_process() -> None:

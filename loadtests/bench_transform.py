@@ -1,6 +1,7 @@
 """Transform throughput of the edge against plain pyvips loops doing the same work, in one run.
 
     python -m loadtests.bench_transform [--seconds 8] [--concurrency 8] [--only NAME]
+                                        [--cached-sources]
 
 For each workload: a plain loop (thumbnail_buffer + the same encoder settings as the
 edge's defaults) as one process, one process per core, and one thread per core in one
@@ -148,7 +149,12 @@ async def drive(url_for: object, seconds: float, concurrency: int) -> tuple[int,
 
 
 def bench_edge(
-    root: Path, data: bytes, work: Workload, seconds: float, concurrency: int
+    root: Path,
+    data: bytes,
+    work: Workload,
+    seconds: float,
+    concurrency: int,
+    cached_sources: bool = False,
 ) -> dict[str, float]:
     blobs = root / "blobs"
     folder = blobs / work.sample
@@ -176,17 +182,20 @@ def bench_edge(
                 "EDGE_PORT": "18180",
                 "EDGE_ORIGIN_URL": "http://127.0.0.1:18181",
                 "EDGE_ACCESS_LOG": "false",
+                # equal work: no decoded copies, every variant decodes its source
+                **({"EDGE_DECODED_CACHE_MB": "0"} if cached_sources else {}),
                 **EXTRA_EDGE_ENV,
             },
         )
-        opts = f"w={work.width},f={work.format}"
-        warm = asyncio.run(
-            drive(lambda i: f"{edge.url}/_/{opts}/{work.sample}/{4999 - i % 50}", 2, concurrency)
-        )
-        del warm
-        done, latencies, failures = asyncio.run(
-            drive(lambda i: f"{edge.url}/_/{opts}/{work.sample}/{i % 4900}", seconds, concurrency)
-        )
+        fmt = f"f={work.format}"
+
+        def url(i: int) -> str:
+            if cached_sources:  # 4 sources held in memory; the edge keeps no results (yet)
+                return f"{edge.url}/_/w={work.width},{fmt}/{work.sample}/{i % 4}"
+            return f"{edge.url}/_/w={work.width},{fmt}/{work.sample}/{i % 4900}"
+
+        asyncio.run(drive(lambda i: url(4999 - i % 50), 2, concurrency))
+        done, latencies, failures = asyncio.run(drive(url, seconds, concurrency))
         rss = peak_rss_mb(edge.process.pid)
     finally:
         stack.stop()
@@ -205,6 +214,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--only", help="run workloads whose name contains this")
+    parser.add_argument(
+        "--cached-sources",
+        action="store_true",
+        help="unique URLs over 4 sources held in the edge's source cache (no fetch per request)",
+    )
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -215,7 +229,9 @@ def main() -> int:
             one = plain_processes(data, work, 1, args.seconds)
             procs = plain_processes(data, work, CORES, args.seconds)
             threads = plain_threads(data, work, CORES, args.seconds)
-            edge = bench_edge(Path(tmp), data, work, args.seconds, args.concurrency)
+            edge = bench_edge(
+                Path(tmp), data, work, args.seconds, args.concurrency, args.cached_sources
+            )
             best = max(one, procs, threads)
             rows.append((work, one, procs, threads, edge, best))
             plain = f"1p {one:.1f}, {CORES}p {procs:.1f}, {CORES}t {threads:.1f}"

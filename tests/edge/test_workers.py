@@ -1,4 +1,4 @@
-"""The transform pool: slots, a bounded queue, a memory budget, deadlines."""
+"""The transform pool: source bytes in flight, a bounded queue, two lanes, a memory budget."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import time
 import pytest
 
 from cdn_common.errors import GatewayTimeout
-from edge.workers import QueueFull, TransformPool
+from edge.workers import SMALL_JOB, QueueFull, TransformPool
 
 pytestmark = pytest.mark.anyio
+BIG = SMALL_JOB * 2
 
 
 class Tracker:
@@ -34,61 +35,60 @@ def later(seconds: float) -> float:
     return time.monotonic() + seconds
 
 
-async def test_runs_at_most_workers_at_once() -> None:
-    pool = TransformPool(workers=2, queue=10, memory_budget=100)
+async def test_a_lane_runs_at_most_workers_at_once() -> None:
+    pool = TransformPool(workers=2, queue=10, memory_budget=10 * BIG)
     tracker = Tracker()
-    results = await asyncio.gather(
-        *(pool.run(tracker.job, 0.05, cost=1, deadline=later(5)) for _ in range(6))
-    )
-    assert results == ["done"] * 6
+
+    jobs = [pool.run(tracker.job, 0.05, cost=1, deadline=later(5)) for _ in range(6)]
+    assert await asyncio.gather(*jobs) == ["done"] * 6
     assert tracker.peak == 2
     pool.close()
 
 
 async def test_full_queue_refuses_at_once() -> None:
-    pool = TransformPool(workers=1, queue=1, memory_budget=100)
-    tracker = Tracker()
-    running = asyncio.ensure_future(pool.run(tracker.job, 0.3, cost=1, deadline=later(5)))
-    await asyncio.sleep(0.05)
-    waiting = asyncio.ensure_future(pool.run(tracker.job, 0.01, cost=1, deadline=later(5)))
+    pool = TransformPool(workers=1, queue=1, memory_budget=BIG, source_budget=1000)
+    assert await pool.hold(1000, later(5)) == 1000  # the budget is taken
+    waiter = asyncio.ensure_future(pool.hold(10, later(5)))  # the one place in the queue
     await asyncio.sleep(0.01)
     started = time.monotonic()
     with pytest.raises(QueueFull) as caught:
-        await pool.run(tracker.job, 0.01, cost=1, deadline=later(5))
+        await pool.hold(10, later(5))
+    assert await pool.run(Tracker().job, 0.01, cost=1, deadline=later(5)) == "done", (
+        "a free worker does not queue"
+    )
     assert time.monotonic() - started < 0.1
     assert caught.value.status == 503 and caught.value.headers["Retry-After"] == "1"
-    assert await running == "done" and await waiting == "done"
+    await pool.release_source(1000)
+    assert await waiter == 10
     pool.close()
 
 
-async def test_waiting_past_the_deadline_is_504() -> None:
-    pool = TransformPool(workers=1, queue=5, memory_budget=100)
-    tracker = Tracker()
-    running = asyncio.ensure_future(pool.run(tracker.job, 0.4, cost=1, deadline=later(5)))
-    await asyncio.sleep(0.05)
+async def test_source_bytes_wait_for_room_within_the_deadline() -> None:
+    pool = TransformPool(workers=1, queue=5, memory_budget=BIG, source_budget=1000)
+    await pool.hold(800, later(5))
     with pytest.raises(GatewayTimeout):
-        await pool.run(tracker.job, 0.01, cost=1, deadline=later(0.1))
-    await running
+        await pool.hold(300, later(0.1))
     assert pool.waiting == 0
+    await pool.release_source(800)
+    assert await pool.hold(5000, later(1)) == 1000, "a source over the budget holds it all"
     pool.close()
 
 
-async def test_memory_budget_serialises_big_jobs_and_lets_small_ones_through() -> None:
-    pool = TransformPool(workers=4, queue=10, memory_budget=100)
+async def test_big_jobs_share_the_budget_while_small_ones_flow() -> None:
+    pool = TransformPool(workers=2, queue=10, memory_budget=int(BIG * 1.5))
     big, small = Tracker(), Tracker()
-    bigs = [pool.run(big.job, 0.1, cost=60, deadline=later(5)) for _ in range(3)]
-    smalls = [pool.run(small.job, 0.02, cost=10, deadline=later(5)) for _ in range(3)]
+    bigs = [pool.run(big.job, 0.15, cost=BIG, deadline=later(5)) for _ in range(3)]
+    smalls = [pool.run(small.job, 0.02, cost=1024, deadline=later(5)) for _ in range(4)]
     started = time.monotonic()
     await asyncio.gather(*bigs, *smalls)
-    assert big.peak == 1, "two 60-unit jobs never fit a 100-unit budget together"
-    assert small.peak >= 2
-    assert time.monotonic() - started >= 0.3
+    assert big.peak == 1, "two big jobs never fit the budget together"
+    assert small.peak == 2, "small jobs have their own lane"
+    assert time.monotonic() - started >= 0.45
     assert pool.memory_reserved == 0
     pool.close()
 
 
 async def test_a_job_over_the_whole_budget_runs_alone() -> None:
     pool = TransformPool(workers=2, queue=10, memory_budget=100)
-    tracker = Tracker()
-    assert await pool.run(tracker.job, 0.01, cost=10_000, deadline=later(5)) == "done"
+    assert await pool.run(Tracker().job, 0.01, cost=10 * BIG, deadline=later(5)) == "done"
     pool.close()
