@@ -17,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from starlette.types import Receive, Scope, Send
 
-from cdn_common.asgi import AccessMiddleware, HTTPMetrics
+from cdn_common.asgi import AccessMiddleware, HTTPMetrics, send_response, serve_lifespan
 from cdn_common.errors import (
     BadRequest,
     Forbidden,
@@ -149,21 +149,21 @@ class EdgeApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await serve_lifespan(receive, send, self._close)
             return
         path: str = scope["path"]
         if path == "/healthz":
-            await _send(send, 200, b"ok\n", b"text/plain")
+            await send_response(send, 200, b"ok\n", b"text/plain")
         elif path == "/readyz":
             ready = await self.fetcher.origin_ready()
-            await _send(
+            await send_response(
                 send,
                 200 if ready else 503,
                 b"ready\n" if ready else b"origin unreachable\n",
                 b"text/plain",
             )
         elif path == "/metrics":
-            await _send(send, 200, self.metrics.render(), b"text/plain; version=0.0.4")
+            await send_response(send, 200, self.metrics.render(), b"text/plain; version=0.0.4")
         elif path == "/_purge":
             if scope["method"] != "POST":
                 raise MethodNotAllowed(headers={"Allow": "POST"})
@@ -173,16 +173,9 @@ class EdgeApp:
         else:
             await self._image(scope, send)
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.fetcher.close()
-                self.pool.close()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    async def _close(self) -> None:
+        await self.fetcher.close()
+        self.pool.close()
 
     async def _image(self, scope: Scope, send: Send) -> None:
         try:
@@ -327,7 +320,9 @@ class EdgeApp:
         dropped = self.sources.purge(source)
         for key in [k for k in self._probed if k[0] == source]:
             del self._probed[key]
-        await _send(send, 200, json.dumps({"purged": dropped}).encode(), b"application/json")
+        await send_response(
+            send, 200, json.dumps({"purged": dropped}).encode(), b"application/json"
+        )
 
 
 def _passthrough(fetched: Fetched) -> bool:
@@ -354,16 +349,6 @@ def _describe(rendered: Rendered) -> bytes:
         },
     }
     return json.dumps(document, separators=(",", ":")).encode()
-
-
-async def _send(send: Send, status: int, body: bytes, content_type: bytes) -> None:
-    headers = [
-        (b"content-type", content_type),
-        (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-store"),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def build_app(settings: EdgeSettings, fetcher: Fetcher | None = None) -> AccessMiddleware:

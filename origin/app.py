@@ -15,7 +15,7 @@ from typing import Any
 from prometheus_client import Counter
 from starlette.types import Receive, Scope, Send
 
-from cdn_common.asgi import AccessMiddleware, HTTPMetrics
+from cdn_common.asgi import AccessMiddleware, HTTPMetrics, send_response, serve_lifespan
 from cdn_common.errors import BadRequest, MethodNotAllowed, NotFound
 from cdn_common.http import (
     ByteRange,
@@ -119,30 +119,7 @@ async def _send_json(
     send: Send, status: int, document: Any, extra: list[tuple[bytes, bytes]] | None = None
 ) -> None:
     body = json.dumps(document, separators=(",", ":")).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-store"),
-        *(extra or []),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _send_text(send: Send, status: int, text: str, content_type: bytes) -> None:
-    body = text.encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", content_type),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await send_response(send, status, body, b"application/json", extra)
 
 
 async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:
@@ -182,19 +159,17 @@ class OriginApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await serve_lifespan(receive, send, self._close)
             return
         path: str = scope["path"]
         method: str = scope["method"]
         if path == "/healthz":
-            await _send_text(send, 200, "ok\n", b"text/plain")
+            await send_response(send, 200, b"ok\n", b"text/plain")
         elif path == "/readyz":
             await self.store.check()
-            await _send_text(send, 200, "ready\n", b"text/plain")
+            await send_response(send, 200, b"ready\n", b"text/plain")
         elif path == "/metrics":
-            await _send_text(
-                send, 200, self.metrics.render().decode(), b"text/plain; version=0.0.4"
-            )
+            await send_response(send, 200, self.metrics.render(), b"text/plain; version=0.0.4")
         elif path.startswith(META_PREFIX):
             await self._meta(scope, send)
         elif method in ("GET", "HEAD"):
@@ -206,16 +181,9 @@ class OriginApp:
         else:
             raise MethodNotAllowed(headers={"Allow": "GET, HEAD, PUT, DELETE"})
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.purge.drain()
-                await self.store.close()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    async def _close(self) -> None:
+        await self.purge.drain()
+        await self.store.close()
 
     def _key(self, scope: Scope, skip: int = 1) -> str:
         raw: bytes = (scope.get("raw_path") or scope["path"].encode()).split(b"?", 1)[0]

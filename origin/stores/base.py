@@ -88,6 +88,21 @@ class NewBlob:
     owner: str
     uploaded_at: float
 
+    def meta(self, key: str, *, etag: str | None = None, modified: float | None = None) -> BlobMeta:
+        """What the store will say about this blob once committed under `key`."""
+        return BlobMeta(
+            key=key,
+            size=self.size,
+            etag=etag or f'"{self.sha256[:32]}"',
+            modified=self.uploaded_at if modified is None else modified,
+            content_type=self.content_type,
+            width=self.width,
+            height=self.height,
+            pages=self.pages,
+            owner=self.owner,
+            uploaded_at=self.uploaded_at,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Precondition:

@@ -247,18 +247,7 @@ class LocalStore:
         except (FileExistsError, NotADirectoryError):
             raise Conflict("a blob already uses part of this key as its name") from None
         st = os.stat(blob.path)
-        meta = BlobMeta(
-            key=key,
-            size=blob.size,
-            etag=f'"{blob.sha256[:32]}"',
-            modified=st.st_mtime,
-            content_type=blob.content_type,
-            width=blob.width,
-            height=blob.height,
-            pages=blob.pages,
-            owner=blob.owner,
-            uploaded_at=blob.uploaded_at,
-        )
+        meta = blob.meta(key, modified=st.st_mtime)
         record: dict[str, Any] = asdict(meta)
         del record["key"]
         record["signature"] = [st.st_ino, st.st_size, st.st_mtime_ns]

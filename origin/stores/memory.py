@@ -48,18 +48,7 @@ class MemoryStore:
         async with self._lock:
             current = self._blobs.get(key)
             when.check(current[0].etag if current else None)
-            meta = BlobMeta(
-                key=key,
-                size=blob.size,
-                etag=f'"{blob.sha256[:32]}"',
-                modified=blob.uploaded_at,
-                content_type=blob.content_type,
-                width=blob.width,
-                height=blob.height,
-                pages=blob.pages,
-                owner=blob.owner,
-                uploaded_at=blob.uploaded_at,
-            )
+            meta = blob.meta(key)
             self._blobs[key] = (meta, data)
         blob.path.unlink(missing_ok=True)
         return meta, current is not None

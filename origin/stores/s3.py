@@ -134,19 +134,7 @@ class S3Store:
             obstore.put_async(self._store, key, blob.path, attributes=attributes, mode=mode)
         )
         blob.path.unlink(missing_ok=True)
-        meta = BlobMeta(
-            key=key,
-            size=blob.size,
-            etag=result["e_tag"] or f'"{blob.sha256[:32]}"',
-            modified=blob.uploaded_at,
-            content_type=blob.content_type,
-            width=blob.width,
-            height=blob.height,
-            pages=blob.pages,
-            owner=blob.owner,
-            uploaded_at=blob.uploaded_at,
-        )
-        return meta, current is not None
+        return blob.meta(key, etag=result["e_tag"]), current is not None
 
     async def delete(self, key: str, when: Precondition) -> bool:
         current = await self._head(key)
