@@ -31,7 +31,6 @@ def main() -> int:
         edge_env = {
             "EDGE_PORT": str(EDGE_PORT),
             "EDGE_ORIGIN_URL": origin.url,
-            "EDGE_CACHE_DIR": str((DATA / "cache").resolve()),
         }
         edge = stack.start("edge", EDGE_PORT, edge_env, DATA / "edge.log")
         e = edge.url

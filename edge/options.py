@@ -231,7 +231,7 @@ OPTIONS: tuple[Option, ...] = (
         (),
         _choice("keep", "copyright", "none"),
         field="metadata",
-        values="none (default), copyright (EXIF kept), keep",
+        values="none (default), copyright (EXIF Copyright and Artist only), keep",
     ),
     Option("anim", (), _boolean, field="anim", values="true (default), false: first frame"),
 )

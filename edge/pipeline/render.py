@@ -363,8 +363,22 @@ def _flattener(spec: TransformSpec) -> Step:
     return flatten
 
 
+COPYRIGHT_FIELDS = frozenset({"exif-data", "exif-ifd0-Copyright", "exif-ifd0-Artist"})
+
+
+def _copyright_only(image: pyvips.Image) -> pyvips.Image:
+    """EXIF reduced to Copyright and Artist: no camera, no GPS, no timestamps."""
+    image = image.copy()
+    for name in image.get_fields():
+        if name.startswith("exif-") and name not in COPYRIGHT_FIELDS:
+            image.remove(name)
+    return image
+
+
 def encode(image: pyvips.Image, output: str, spec: TransformSpec, enc: Encoding) -> bytes:
     keep = {"none": "none", "copyright": "exif", "keep": "all"}[spec.metadata]
+    if spec.metadata == "copyright":
+        image = _copyright_only(image)
     if output in ("jpeg", "baseline-jpeg"):
         return bytes(
             image.jpegsave_buffer(

@@ -192,6 +192,17 @@ def test_metadata_is_stripped_unless_kept() -> None:
     assert kept.get_typeof("exif-data")
 
 
+def test_copyright_keeps_only_copyright_and_artist() -> None:
+    source = pyvips.Image.black(32, 32, bands=3).copy(interpretation="srgb")
+    for name, value in (("Copyright", "ACME"), ("Artist", "Jane"), ("Make", "Canon")):
+        source.set_type(pyvips.GValue.gstr_type, f"exif-ifd0-{name}", value)
+    data = bytes(source.jpegsave_buffer(keep="exif"))
+    out = pyvips.Image.new_from_buffer(run(data, "w=16,metadata=copyright").body, "")
+    assert out.get("exif-ifd0-Copyright").startswith("ACME")
+    assert out.get("exif-ifd0-Artist").startswith("Jane")
+    assert not out.get_typeof("exif-ifd0-Make")
+
+
 def test_quality_changes_size() -> None:
     data = jpeg(300, 200)
     assert len(run(data, "q=20").body) < len(run(data, "q=95").body)
