@@ -56,10 +56,10 @@ class EdgeSettings(ServiceSettings):
     )
     purge_keys: StrList = Field((), description="Bearer secrets accepted by POST /_purge.")
     inflight_sources_mb: float = Field(
-        64, gt=0, description="Source bytes held by requests waiting for or in a transform."
+        128, gt=0, description="Source bytes held by requests waiting for or in a transform."
     )
     transform_memory_mb: float = Field(
-        768,
+        1024,
         gt=0,
         description="Decode memory for transforms in flight (estimated from headers).",
     )

@@ -153,6 +153,9 @@ async def _before(deadline: float, waiting: object) -> None:
 def _init_process() -> None:
     import pyvips
 
+    from cdn_common.serve import limit_malloc_arenas
+
+    limit_malloc_arenas()
     pyvips.cache_set_max(0)
     pyvips.concurrency_set(1)
 

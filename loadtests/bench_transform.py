@@ -7,7 +7,8 @@ For each workload: a plain loop (thumbnail_buffer + the same encoder settings as
 edge's defaults) as one process, one process per core, and one thread per core in one
 process (each with VIPS_CONCURRENCY=1); then the edge, serving unique URLs (every
 request names a different key, so nothing can be reused) from an origin over a local
-directory, driven by an asyncio client with CONCURRENCY connections. The edge is
+directory, driven with CONCURRENCY connections by wrk (a Lua script names the next
+source in each request) when it is installed, else by an asyncio client. The edge is
 restarted per workload so its peak RSS (VmHWM) is that workload's.
 """
 
@@ -18,7 +19,10 @@ import asyncio
 import multiprocessing
 import os
 import platform
+import re
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -48,6 +52,7 @@ WORKLOADS = [
     Workload("2560x1600 JPEG -> 400 px AVIF", "photo-2560", 400, "avif"),
 ]
 CORES = os.cpu_count() or 1
+DRIVER = "wrk" if shutil.which("wrk") else "an asyncio client"
 # extra edge settings for experiments, e.g. BENCH_EDGE_ENV="EDGE_TRANSFORM_PROCESSES=true"
 EXTRA_EDGE_ENV = dict(
     item.split("=", 1) for item in os.environ.get("BENCH_EDGE_ENV", "").split() if "=" in item
@@ -187,26 +192,72 @@ def bench_edge(
                 **EXTRA_EDGE_ENV,
             },
         )
-        fmt = f"f={work.format}"
-
-        def url(i: int) -> str:
-            if cached_sources:  # 4 sources held in memory; the edge keeps no results (yet)
-                return f"{edge.url}/_/w={work.width},{fmt}/{work.sample}/{i % 4}"
-            return f"{edge.url}/_/w={work.width},{fmt}/{work.sample}/{i % 4900}"
-
-        asyncio.run(drive(lambda i: url(4999 - i % 50), 2, concurrency))
-        done, latencies, failures = asyncio.run(drive(url, seconds, concurrency))
+        path = f"/_/w={work.width},f={work.format}/{work.sample}/"
+        modulo = 4 if cached_sources else 4900  # 4 sources held in memory, or all different
+        if shutil.which("wrk"):
+            wrk_run(edge.url, path, modulo, 2, concurrency, root, first=2000)  # warm up
+            result = wrk_run(edge.url, path, modulo, seconds, concurrency, root)
+        else:
+            asyncio.run(drive(lambda i: f"{edge.url}{path}{4999 - i % 50}", 2, concurrency))
+            done, latencies, failures = asyncio.run(
+                drive(lambda i: f"{edge.url}{path}{i % modulo}", seconds, concurrency)
+            )
+            latencies.sort()
+            result = {
+                "rps": done / seconds,
+                "p50": statistics.median(latencies) * 1000 if latencies else 0,
+                "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000 if latencies else 0,
+                "failures": failures,
+            }
         rss = peak_rss_mb(edge.process.pid)
     finally:
         stack.stop()
-    latencies.sort()
+    return {**result, "rss": rss}
+
+
+def wrk_run(
+    base: str,
+    path: str,
+    modulo: int,
+    seconds: float,
+    concurrency: int,
+    root: Path,
+    first: int = 0,
+) -> dict[str, float]:
+    """wrk with a Lua script that walks the sources, so each request names the next one."""
+    script = root / "paths.lua"
+    script.write_text(
+        f"counter = {first}\n"
+        "request = function()\n"
+        "  counter = counter + 1\n"
+        f'  return wrk.format("GET", "{path}" .. (counter % {modulo}))\n'
+        "end\n"
+    )
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--latency", "-s", str(script), base],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
-        "rps": done / seconds,
-        "p50": statistics.median(latencies) * 1000 if latencies else 0,
-        "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000 if latencies else 0,
-        "rss": rss,
-        "failures": failures,
+        "rps": float(_grab(r"Requests/sec:\s+([\d.]+)", out)),
+        "p50": _millis(_grab(r"^\s+50%\s+(\S+)", out)),
+        "p99": _millis(_grab(r"^\s+99%\s+(\S+)", out)),
+        "failures": int(non_2xx.group(1)) if non_2xx else 0,
     }
+
+
+def _grab(pattern: str, text: str) -> str:
+    found = re.search(pattern, text, re.MULTILINE)
+    return found.group(1) if found else "0"
+
+
+def _millis(value: str) -> float:
+    for unit, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if value.endswith(unit):
+            return float(value[: -len(unit)]) * factor
+    return float(value)
 
 
 def main() -> int:
@@ -238,7 +289,7 @@ def main() -> int:
             print(f"{work.name}: {plain}, edge {edge['rps']:.1f}/s", file=sys.stderr, flush=True)
     print(
         f"\nmachine: {platform.machine()}, {CORES} cores, Python {platform.python_version()}; "
-        f"{args.seconds:g} s per run, edge driven with {args.concurrency} connections\n"
+        f"{args.seconds:g} s per run, edge driven by {DRIVER} with {args.concurrency} connections\n"
     )
     columns = [
         "workload",

@@ -7,10 +7,12 @@ import sys
 from pathlib import Path
 
 from cdn_common.logs import configure_logging
+from cdn_common.serve import limit_malloc_arenas
 from cdn_common.settings import ConfigError, load_settings
 
 
 def main(argv: list[str] | None = None) -> int:
+    limit_malloc_arenas()
     parser = argparse.ArgumentParser(prog="python -m origin", description=__doc__)
     parser.add_argument("--config", type=Path, help="TOML settings file (environment overrides it)")
     sub = parser.add_subparsers(dest="command")
