@@ -41,6 +41,36 @@ class Stack:
         self._wait_ready(service)
         return service
 
+    def start_pair(
+        self,
+        blobs: Path,
+        *,
+        origin_port: int,
+        edge_port: int,
+        edge_env: dict[str, str] | None = None,
+    ) -> tuple[Service, Service]:
+        """An origin over the directory `blobs` and an edge in front of it, access logs off."""
+        origin = self.start(
+            "origin",
+            origin_port,
+            {
+                "ORIGIN_STORAGE": f"file://{blobs}",
+                "ORIGIN_PORT": str(origin_port),
+                "ORIGIN_ACCESS_LOG": "false",
+            },
+        )
+        edge = self.start(
+            "edge",
+            edge_port,
+            {
+                "EDGE_PORT": str(edge_port),
+                "EDGE_ORIGIN_URL": origin.url,
+                "EDGE_ACCESS_LOG": "false",
+                **(edge_env or {}),
+            },
+        )
+        return origin, edge
+
     @staticmethod
     def _wait_ready(service: Service, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout

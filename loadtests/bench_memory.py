@@ -69,20 +69,7 @@ def main() -> int:
         (root / "small" / "0").write_bytes(sample("photo-2560"))
         stack = Stack()
         try:
-            origin = stack.start(
-                "origin",
-                18381,
-                {
-                    "ORIGIN_STORAGE": f"file://{root}",
-                    "ORIGIN_PORT": "18381",
-                    "ORIGIN_ACCESS_LOG": "false",
-                },
-            )
-            edge = stack.start(
-                "edge",
-                18380,
-                {"EDGE_PORT": "18380", "EDGE_ORIGIN_URL": origin.url, "EDGE_ACCESS_LOG": "false"},
-            )
+            _, edge = stack.start_pair(root, origin_port=18381, edge_port=18380)
             _, statuses, small = asyncio.run(flood(edge.url, args.seconds, args.clients))
             rss = peak_rss_mb(edge.process.pid)
         finally:

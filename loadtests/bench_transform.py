@@ -171,22 +171,11 @@ def bench_edge(
             os.link(first, folder / str(i))
     stack = Stack()
     try:
-        stack.start(
-            "origin",
-            18181,
-            {
-                "ORIGIN_STORAGE": f"file://{blobs}",
-                "ORIGIN_PORT": "18181",
-                "ORIGIN_ACCESS_LOG": "false",
-            },
-        )
-        edge = stack.start(
-            "edge",
-            18180,
-            {
-                "EDGE_PORT": "18180",
-                "EDGE_ORIGIN_URL": "http://127.0.0.1:18181",
-                "EDGE_ACCESS_LOG": "false",
+        _, edge = stack.start_pair(
+            blobs,
+            origin_port=18181,
+            edge_port=18180,
+            edge_env={
                 # equal work: no decoded copies, every variant decodes its source
                 **({"EDGE_DECODED_CACHE_MB": "0"} if cached_sources else {}),
                 **EXTRA_EDGE_ENV,

@@ -25,24 +25,8 @@ from loadtests.images import sample
 def run(root: Path, decoded_mb: str, seconds: float, concurrency: int) -> float:
     stack = Stack()
     try:
-        origin = stack.start(
-            "origin",
-            18281,
-            {
-                "ORIGIN_STORAGE": f"file://{root}",
-                "ORIGIN_PORT": "18281",
-                "ORIGIN_ACCESS_LOG": "false",
-            },
-        )
-        edge = stack.start(
-            "edge",
-            18280,
-            {
-                "EDGE_PORT": "18280",
-                "EDGE_ORIGIN_URL": origin.url,
-                "EDGE_ACCESS_LOG": "false",
-                "EDGE_DECODED_CACHE_MB": decoded_mb,
-            },
+        _, edge = stack.start_pair(
+            root, origin_port=18281, edge_port=18280, edge_env={"EDGE_DECODED_CACHE_MB": decoded_mb}
         )
         widths = itertools.count(200)
 

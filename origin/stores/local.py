@@ -111,14 +111,11 @@ class LocalStore:
         return BlobRead(meta, selection, b"" if isinstance(selection, Skip) else data)
 
     def _read(self, key: str, choose: Choose) -> BlobRead | None:
-        fd = self._open(key)
-        if fd is None:
+        opened = self._open(key)
+        if opened is None:
             return None
+        fd, st = opened
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                os.close(fd)
-                return None
             meta = self._meta(key, st, fd)
             selection = choose(meta)
             if isinstance(selection, Skip):
@@ -137,13 +134,19 @@ class LocalStore:
             os.close(fd)
             raise
 
-    def _open(self, key: str) -> int | None:
+    def _open(self, key: str) -> tuple[int, os.stat_result] | None:
+        """An open descriptor and its stat for the blob's regular file; None if there is none."""
         try:
-            return os.open(self._path(key), os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self._path(key), os.O_RDONLY | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             if not os.path.isdir(self.root):
                 raise StoreUnavailable("storage root is missing") from None
             return None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            return None
+        return fd, st
 
     async def _stream(self, fd: int, offset: int, length: int) -> AsyncGenerator[bytes, None]:
         loop = asyncio.get_running_loop()
@@ -164,13 +167,11 @@ class LocalStore:
         return await self._run(self._stat_with_header, key)
 
     def _stat_with_header(self, key: str) -> BlobMeta | None:
-        fd = self._open(key)
-        if fd is None:
+        opened = self._open(key)
+        if opened is None:
             return None
+        fd, st = opened
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                return None
             meta = self._meta(key, st, fd)
             head = _pread_all(fd) if meta.width is None else b""
         finally:
@@ -215,12 +216,12 @@ class LocalStore:
         )
 
     def _current_etag(self, key: str) -> str | None:
-        fd = self._open(key)
-        if fd is None:
+        opened = self._open(key)
+        if opened is None:
             return None
+        fd, st = opened
         try:
-            st = os.fstat(fd)
-            return self._meta(key, st, fd).etag if stat.S_ISREG(st.st_mode) else None
+            return self._meta(key, st, fd).etag
         finally:
             os.close(fd)
 
