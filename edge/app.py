@@ -263,17 +263,20 @@ class EdgeApp:
     async def _render(
         self, source_id: str, fetched: Fetched, spec: TransformSpec, accept: str, deadline: float
     ) -> Rendered:
-        known = self._probed.get((source_id, fetched.etag))
+        # only an ETag ties what is remembered about a source to these exact bytes
+        version = fetched.etag
+        known = self._probed.get((source_id, version)) if version else None
         if known is not None:
             job = prepare(fetched.body, spec, accept, self.limits, known)
         else:
             loop = asyncio.get_running_loop()
             job = await loop.run_in_executor(None, prepare, fetched.body, spec, accept, self.limits)
-            if len(self._probed) >= PROBED_ENTRIES:
-                self._probed.pop(next(iter(self._probed)))
-            self._probed[(source_id, fetched.etag)] = job.source
+            if version:
+                if len(self._probed) >= PROBED_ENTRIES:
+                    self._probed.pop(next(iter(self._probed)))
+                self._probed[(source_id, version)] = job.source
         pivot, pivot_side = None, 0
-        if self.pivots_enabled and self.sources.hot(source_id):
+        if version and self.pivots_enabled and self.sources.hot(source_id):
             pivot = self.sources.pivot(source_id, fetched.etag)
             pivot_side = 0 if pivot is not None else PIVOT_SIDE
         rendered = await self.pool.run(

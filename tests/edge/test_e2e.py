@@ -317,3 +317,29 @@ def test_origin_overwrite_reaches_the_edge_through_the_webhook(blob_dir: Path) -
                 break
             time.sleep(0.05)
         assert image_of(httpx.get(f"{edge.url}/_/w=40/o.jpg")).height == 40
+
+
+def test_a_source_without_etag_is_never_described_from_memory() -> None:
+    """No ETag: the header probe and the decoded copy must come from the bytes at hand."""
+    images = [jpeg(200, 100), jpeg(200, 100), jpeg(100, 200), jpeg(100, 200)]
+
+    async def changing(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            return
+        body = images.pop(0) if len(images) > 1 else images[0]
+        headers = [
+            (b"content-type", b"image/jpeg"),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"no-store"),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    from edge.app import build_app as build_edge
+    from edge.settings import EdgeSettings
+
+    with ServerThread(changing) as origin:
+        settings = EdgeSettings(origin_url=origin.url, access_log=False)
+        with ServerThread(build_edge(settings)) as edge:
+            sizes = [image_of(httpx.get(f"{edge.url}/_/w=50/x.jpg")).height for _ in range(4)]
+    assert sizes == [25, 25, 100, 100]
