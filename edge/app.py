@@ -201,10 +201,13 @@ class EdgeApp:
             if not spec.is_identity:
                 held += await self.pool.hold(size, deadline)
 
+        etag = None
         try:
             fetched, timing = await self._source(request.source, deadline, reserve)
             if spec.is_identity and _passthrough(fetched):
                 body, content_type = fetched.body, fetched.content_type.split(";")[0]
+                if fetched.etag and fetched.etag.startswith('"'):
+                    etag = fetched.etag  # the origin's strong tag names these very bytes
             else:
                 started = time.monotonic()
                 rendered = await self._render(request.source.id, fetched, spec, accept, deadline)
@@ -218,7 +221,7 @@ class EdgeApp:
         finally:
             if held:
                 await self.pool.release_source(held)
-        etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+        etag = etag or '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
         response_headers = [
             (b"etag", etag.encode()),
             (b"cache-control", self._cache_control),

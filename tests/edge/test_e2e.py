@@ -81,6 +81,8 @@ def test_json_and_identity_and_svg(stack: Stack) -> None:
     }
     assert described["result"]["width"] == 60 and described["result"]["height"] == 40
     assert identity.content == original
+    origin_etag = httpx.get(f"{stack.origin.url}/a.jpg").headers["etag"]
+    assert identity.headers["etag"] == origin_etag, "passthrough keeps the origin's strong tag"
     assert raster.headers["content-type"] == "image/png", "SVG is never served as SVG"
     assert image_of(cdn_cgi).width == 30
 
