@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import pyvips
@@ -223,3 +224,43 @@ def test_deadline_between_steps() -> None:
     job = prepare(data, spec, "", LIMITS)
     with pytest.raises(GatewayTimeout):
         render(data, spec, job, Encoding(), time.monotonic() - 1)
+
+
+def test_svg_external_references_are_not_loaded(tmp_path: Path) -> None:
+    """Rendering an SVG must not reach files or the network (librsvg without a base URL)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    hits: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.end_headers()
+            self.wfile.write(png(4, 4))
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(png(4, 4))
+    port = server.server_address[1]
+    extra = (
+        f'<image href="http://127.0.0.1:{port}/leak.png" width="50" height="50"/>'
+        f'<image href="file://{secret}" x="50" width="50" height="50"/>'
+        '<script>alert(1)</script><rect width="10" height="10" onload="alert(1)"/>'
+    )
+    try:
+        result = run(svg(100, 50, extra), "w=100")
+    finally:
+        server.shutdown()
+    assert result.format == "png"
+    assert hits == [], "no request left the process"
+    image = decoded(result)
+    for x in (25, 75):  # where the two images would have been drawn: still the red rect
+        red, green, blue = image.getpoint(x, 25)[:3]
+        assert red > 200 and green < 30 and blue < 30, "nothing was loaded from outside"
