@@ -11,10 +11,8 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from prometheus_client.registry import Collector
 from starlette.types import Receive, Scope, Send
 
 from cdn_common.asgi import AccessMiddleware, HTTPMetrics, send_response, serve_lifespan
@@ -27,13 +25,13 @@ from cdn_common.errors import (
 )
 from cdn_common.http import etag_matches_weak
 from cdn_common.logs import AccessLog
-from cdn_common.metrics import LatencyHistogram
 from edge.fetch import Fetched, Fetcher
 from edge.options import TransformSpec
 from edge.pipeline.plan import CONTENT_TYPES, SourceInfo
 from edge.pipeline.render import Encoding, Limits, Rendered, prepare, render
 from edge.settings import EdgeSettings
 from edge.sourcecache import PIVOT_SIDE, SourceCache
+from edge.stats import EdgeStats
 from edge.urls import CDN_CGI, OriginSource, Source, parse_request
 from edge.workers import TransformPool
 
@@ -60,58 +58,6 @@ def redact(raw_path: str) -> str:
         return raw_path
     _, _, rest = raw_path[1:].partition("/")
     return "/-/" + rest
-
-
-class EdgeStats(Collector):
-    def __init__(self, pool: TransformPool) -> None:
-        self.pool = pool
-        self.transform = LatencyHistogram()
-        self.origin = LatencyHistogram()
-        self.source_hits = 0
-        self.copies_made = 0
-        self.copies_used = 0
-        self.sources: SourceCache | None = None
-
-    def collect(
-        self,
-    ) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
-        yield CounterMetricFamily(
-            "edge_source_cache_hits", "Sources served from memory.", value=self.source_hits
-        )
-        yield CounterMetricFamily(
-            "edge_decoded_copies_made",
-            "Pre-shrunk copies of hot sources decoded.",
-            value=self.copies_made,
-        )
-        yield CounterMetricFamily(
-            "edge_decoded_copies_used",
-            "Variants made from a pre-shrunk copy.",
-            value=self.copies_used,
-        )
-        if self.sources is not None:
-            yield GaugeMetricFamily(
-                "edge_source_cache_bytes", "Source bytes held.", value=self.sources.source_bytes
-            )
-            yield GaugeMetricFamily(
-                "edge_decoded_cache_bytes", "Decoded copies held.", value=self.sources.pivot_bytes
-            )
-        yield GaugeMetricFamily(
-            "edge_transform_queue_depth", "Transforms waiting for a slot.", value=self.pool.waiting
-        )
-        yield GaugeMetricFamily(
-            "edge_transforms_in_flight", "Transforms running.", value=self.pool.running
-        )
-        yield GaugeMetricFamily(
-            "edge_transform_memory_reserved_bytes",
-            "Decode memory reserved by admitted transforms.",
-            value=self.pool.memory_reserved,
-        )
-        yield self.transform.family(
-            "edge_transform_duration_seconds", "Decode, transform and encode.", "format"
-        )
-        yield self.origin.family(
-            "edge_origin_fetch_duration_seconds", "Fetching a source.", "upstream"
-        )
 
 
 class EdgeApp:

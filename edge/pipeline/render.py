@@ -1,4 +1,4 @@
-"""The libvips side: probe a source's header, run the planned steps, encode.
+"""The libvips side: probe a source's header, decode to the planned size, run the steps, encode.
 
 `render` is a plain function of bytes and frozen values, so it can run in a thread or
 a process. `build` turns a plan into a tuple of steps, each a no-op-free function of
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,19 +17,16 @@ import pyvips
 from cdn_common.errors import GatewayTimeout, HTTPError, PayloadTooLarge, UnsupportedMedia
 from edge.options import TransformSpec
 from edge.pipeline.plan import (
-    ALPHA_FORMATS,
     ANIMATED_FORMATS,
     Geometry,
     SourceInfo,
     choose_format,
-    crop_offset,
     decode_cost,
     keeps_animation,
     plan_geometry,
     rotated_size,
 )
-
-Step = Callable[[pyvips.Image], pyvips.Image]
+from edge.pipeline.steps import build, meta_field
 
 # libvips' operation cache would keep decoded sources alive across requests; the edge
 # keeps its own caches, sized in bytes.
@@ -96,26 +92,22 @@ def probe(data: bytes, limits: Limits) -> SourceInfo:
     kind = next((k for prefix, k in _LOADERS.items() if loader.startswith(prefix)), None)
     if kind is None:
         raise UnsupportedMedia("source is not an image this edge can decode")
-    if kind == "heif" and _field(image, "heif-compression") == "av1":
+    if kind == "heif" and meta_field(image, "heif-compression") == "av1":
         kind = "avif"
     if kind == "svg" and _SVG_DTD.search(data[:65536]):
         raise UnsupportedMedia("SVG with a DTD or entities is refused")
-    pages = int(_field(image, "n-pages") or 1)
-    height = int(_field(image, "page-height") or image.height)
-    orientation = int(_field(image, "orientation") or 1)
+    pages = int(meta_field(image, "n-pages") or 1)
+    height = int(meta_field(image, "page-height") or image.height)
+    orientation = int(meta_field(image, "orientation") or 1)
     width = image.width
     if width * height > limits.max_src_px:
         raise PayloadTooLarge(f"source is {width}x{height}, over the pixel limit")
     if orientation >= 5:
         width, height = height, width
-    progressive = bool(_field(image, "jpeg-multiscan"))
+    progressive = bool(meta_field(image, "jpeg-multiscan"))
     return SourceInfo(
         width, height, pages, kind, image.hasalpha(), orientation, len(data), progressive
     )
-
-
-def _field(image: pyvips.Image, name: str) -> Any:
-    return image.get(name) if image.get_typeof(name) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +174,7 @@ def render(
         body = encode(image, job.output, spec, encoding)
     except pyvips.Error as exc:
         raise UnprocessableImage(_vips_reason(exc)) from None
-    pages = int(_field(image, "n-pages") or 1) if job.animate else 1
+    pages = int(meta_field(image, "n-pages") or 1) if job.animate else 1
     return Rendered(
         body, job.output, image.width, image.height // pages, pages, job.source, made, from_pivot
     )
@@ -250,117 +242,6 @@ def _to_srgb(image: pyvips.Image) -> pyvips.Image:
     if image.format != "uchar":
         image = image.cast("uchar")
     return image
-
-
-def build(spec: TransformSpec, geometry: Geometry, output: str, animate: bool) -> tuple[Step, ...]:
-    """The steps this request needs, in order; nothing that is not asked for."""
-    steps: list[Step] = []
-    per_frame: list[Step] = []
-    if spec.rotate:
-        angle = {90: "d90", 180: "d180", 270: "d270"}[spec.rotate]
-        per_frame.append(lambda im: im.rot(angle))
-    if geometry.crop is not None:
-        per_frame.append(_cropper(spec, geometry.crop, animate))
-    if spec.flip:
-        per_frame.append(_flipper(spec.flip))
-    if geometry.pad is not None:
-        per_frame.append(_padder(spec, geometry.pad))
-    if per_frame:
-        steps.append(_each_frame(per_frame) if animate else _chain(per_frame))
-    if spec.rotate or "v" in (spec.flip or "") or (geometry.crop and spec.gravity == "auto"):
-        # these read the image out of order; the decode is sequential, so hold the
-        # (already resized) pixels in memory first
-        steps.insert(0, lambda im: im.copy_memory())
-    if spec.blur:
-        sigma = spec.blur / 2
-        steps.append(lambda im: im.gaussblur(sigma))
-    if spec.sharpen:
-        amount = spec.sharpen
-        steps.append(lambda im: im.sharpen(sigma=1.0, m2=amount))
-    if output not in ALPHA_FORMATS:
-        steps.append(_flattener(spec))
-    return tuple(steps)
-
-
-def _chain(steps: list[Step]) -> Step:
-    def run(image: pyvips.Image) -> pyvips.Image:
-        for step in steps:
-            image = step(image)
-        return image
-
-    return run
-
-
-def _each_frame(steps: list[Step]) -> Step:
-    chained = _chain(steps)
-
-    def run(image: pyvips.Image) -> pyvips.Image:
-        pages = int(_field(image, "n-pages") or 1)
-        frame_height = image.height // pages
-        frames = [
-            chained(image.crop(0, i * frame_height, image.width, frame_height))
-            for i in range(pages)
-        ]
-        joined = pyvips.Image.arrayjoin(frames, across=1).copy()
-        joined.set_type(pyvips.GValue.gint_type, "page-height", frames[0].height)
-        return joined
-
-    return run
-
-
-def _cropper(spec: TransformSpec, box: tuple[int, int], animate: bool) -> Step:
-    def crop(image: pyvips.Image) -> pyvips.Image:
-        if spec.gravity == "auto" and not animate:
-            return image.smartcrop(box[0], box[1], interesting="attention")
-        left, top = crop_offset(
-            "center" if spec.gravity == "auto" else spec.gravity, (image.width, image.height), box
-        )
-        return image.crop(left, top, box[0], box[1])
-
-    return crop
-
-
-def _flipper(flip: str) -> Step:
-    def run(image: pyvips.Image) -> pyvips.Image:
-        if "h" in flip:
-            image = image.fliphor()
-        if "v" in flip:
-            image = image.flipver()
-        return image
-
-    return run
-
-
-def _padder(spec: TransformSpec, box: tuple[int, int]) -> Step:
-    background = spec.background or (255, 255, 255, 255)
-
-    def pad(image: pyvips.Image) -> pyvips.Image:
-        if background[3] < 255 and not image.hasalpha():
-            image = image.bandjoin_const([255])
-        if image.bands < 3 and len(background) > 2:
-            image = image.colourspace("srgb")
-        left, top = crop_offset(
-            spec.gravity if spec.gravity != "auto" else "center",
-            box,
-            (image.width, image.height),
-        )
-        colour = list(background[: image.bands]) if image.hasalpha() else list(background[:3])
-        colour = colour[: image.bands]
-        return image.embed(left, top, box[0], box[1], extend="background", background=colour)
-
-    return pad
-
-
-def _flattener(spec: TransformSpec) -> Step:
-    background = list((spec.background or (255, 255, 255, 255))[:3])
-
-    def flatten(image: pyvips.Image) -> pyvips.Image:
-        if not image.hasalpha():
-            return image
-        colour = background if image.bands > 2 else [sum(background) / 3]
-        return image.flatten(background=colour)
-
-    return flatten
 
 
 COPYRIGHT_FIELDS = frozenset({"exif-data", "exif-ifd0-Copyright", "exif-ifd0-Artist"})
