@@ -264,3 +264,39 @@ def test_svg_external_references_are_not_loaded(tmp_path: Path) -> None:
     for x in (25, 75):  # where the two images would have been drawn: still the red rect
         red, green, blue = image.getpoint(x, 25)[:3]
         assert red > 200 and green < 30 and blue < 30, "nothing was loaded from outside"
+
+
+def halves() -> bytes:
+    """200x100: the left half red, the right half blue."""
+    red = pyvips.Image.black(100, 100).new_from_image([255, 0, 0])
+    blue = pyvips.Image.black(100, 100).new_from_image([0, 0, 255])
+    return bytes(red.join(blue, "horizontal").copy(interpretation="srgb").pngsave_buffer())
+
+
+def dominant(result: Rendered) -> str:
+    image = decoded(result)
+    red, blue = image.extract_band(0).avg(), image.extract_band(2).avg()
+    return "red" if red > blue + 50 else "blue" if blue > red + 50 else "mixed"
+
+
+@pytest.mark.parametrize(
+    ("gravity", "kept"),
+    [
+        ("left", "red"),
+        ("right", "blue"),
+        ("0.1x0.5", "red"),
+        ("0.9x0.5", "blue"),
+        ("center", "mixed"),
+    ],
+)
+def test_crop_gravity_keeps_the_right_part(gravity: str, kept: str) -> None:
+    result = run(halves(), f"w=50,h=50,fit=cover,g={gravity},f=png")
+    assert (result.width, result.height) == (50, 50)
+    assert dominant(result) == kept
+
+
+def test_pad_gravity_places_the_image() -> None:
+    image = decoded(run(halves(), "w=200,h=200,fit=pad,g=top,background=#00ff00,f=png"))
+    top, bottom = image.crop(0, 0, 200, 100), image.crop(0, 100, 200, 100)
+    assert top.extract_band(1).avg() < 10, "the image sits at the top"
+    assert bottom.extract_band(1).avg() > 245, "the padding fills the bottom"
