@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -16,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from starlette.types import Receive, Scope, Send
 
 from cdn_common.asgi import AccessMiddleware, HTTPMetrics, send_response, serve_lifespan
+from cdn_common.auth import bearer_token, find_secret
 from cdn_common.errors import (
     BadRequest,
     Forbidden,
@@ -67,7 +67,10 @@ class EdgeApp:
         self.settings = settings
         self.fetcher = fetcher
         self.pool = pool
-        self.stats = EdgeStats(pool)
+        self.sources = SourceCache(
+            int(settings.source_cache_mb * MIB), int(settings.decoded_cache_mb * MIB)
+        )
+        self.stats = EdgeStats(pool, self.sources)
         metrics.registry.register(self.stats)
         self.metrics = metrics
         self.limits = Limits(
@@ -84,12 +87,8 @@ class EdgeApp:
             png_effort=settings.png_effort,
         )
         self.max_src_bytes = int(settings.max_src_mb * MIB)
-        self.sources = SourceCache(
-            int(settings.source_cache_mb * MIB), int(settings.decoded_cache_mb * MIB)
-        )
         # decoded copies are libvips images in this process: useless to worker processes
         self.pivots_enabled = settings.decoded_cache_mb > 0 and not settings.transform_processes
-        self.stats.sources = self.sources
         self._probed: dict[tuple[str, str | None], SourceInfo] = {}
         self._cache_control = settings.cache_control.encode()
 
@@ -252,8 +251,8 @@ class EdgeApp:
         if not self.settings.purge_keys:
             raise Forbidden("purge is disabled: no EDGE_PURGE_KEYS")
         headers = dict(scope["headers"])
-        token = headers.get(b"authorization", b"").decode("latin-1").removeprefix("Bearer ")
-        if not any(hmac.compare_digest(token, key) for key in self.settings.purge_keys):
+        token = bearer_token(headers.get(b"authorization", b"").decode("latin-1"))
+        if find_secret(token, self.settings.purge_keys) is None:
             raise Unauthorized()
         body = b""
         while True:

@@ -13,14 +13,14 @@ from edge.workers import TransformPool
 
 
 class EdgeStats(Collector):
-    def __init__(self, pool: TransformPool) -> None:
+    def __init__(self, pool: TransformPool, sources: SourceCache) -> None:
         self.pool = pool
+        self.sources = sources
         self.transform = LatencyHistogram()
         self.origin = LatencyHistogram()
         self.source_hits = 0
         self.copies_made = 0
         self.copies_used = 0
-        self.sources: SourceCache | None = None
 
     def collect(
         self,
@@ -38,13 +38,12 @@ class EdgeStats(Collector):
             "Variants made from a pre-shrunk copy.",
             value=self.copies_used,
         )
-        if self.sources is not None:
-            yield GaugeMetricFamily(
-                "edge_source_cache_bytes", "Source bytes held.", value=self.sources.source_bytes
-            )
-            yield GaugeMetricFamily(
-                "edge_decoded_cache_bytes", "Decoded copies held.", value=self.sources.pivot_bytes
-            )
+        yield GaugeMetricFamily(
+            "edge_source_cache_bytes", "Source bytes held.", value=self.sources.source_bytes
+        )
+        yield GaugeMetricFamily(
+            "edge_decoded_cache_bytes", "Decoded copies held.", value=self.sources.pivot_bytes
+        )
         yield GaugeMetricFamily(
             "edge_transform_queue_depth", "Transforms waiting for a slot.", value=self.pool.waiting
         )

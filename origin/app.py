@@ -26,7 +26,7 @@ from cdn_common.http import (
     parse_range,
 )
 from cdn_common.logs import AccessLog
-from origin.auth import authorize
+from origin.auth import ApiKey, authorize
 from origin.keys import key_from_raw_path
 from origin.purge import PurgeNotifier
 from origin.settings import OriginSettings
@@ -185,6 +185,9 @@ class OriginApp:
         await self.purge.drain()
         await self.store.close()
 
+    def _authorize(self, headers: dict[bytes, bytes], scope: str, key: str) -> ApiKey:
+        return authorize(self.settings.api_keys, _text(headers.get(b"authorization")), scope, key)
+
     def _key(self, scope: Scope, skip: int = 1) -> str:
         raw: bytes = (scope.get("raw_path") or scope["path"].encode()).split(b"?", 1)[0]
         return key_from_raw_path(raw[skip:])
@@ -193,7 +196,7 @@ class OriginApp:
         key = self._key(scope)
         headers = dict(scope["headers"])
         if not self.settings.public_read:
-            authorize(self.settings.api_keys, _text(headers.get(b"authorization")), "read", key)
+            self._authorize(headers, "read", key)
         plain = not head and _CONDITIONAL.isdisjoint(headers)
         selector = None if plain else _Selector(headers, head)
         read = await self.store.read(key, selector or _whole)
@@ -228,9 +231,7 @@ class OriginApp:
     async def _put(self, scope: Scope, receive: Receive, send: Send) -> None:
         key = self._key(scope)
         headers = dict(scope["headers"])
-        api_key = authorize(
-            self.settings.api_keys, _text(headers.get(b"authorization")), "write", key
-        )
+        api_key = self._authorize(headers, "write", key)
         when = _precondition(headers)
         declared = headers.get(b"content-length")
         if declared is not None and not declared.isdigit():
@@ -258,9 +259,7 @@ class OriginApp:
     async def _delete(self, scope: Scope, send: Send) -> None:
         key = self._key(scope)
         headers = dict(scope["headers"])
-        api_key = authorize(
-            self.settings.api_keys, _text(headers.get(b"authorization")), "delete", key
-        )
+        api_key = self._authorize(headers, "delete", key)
         if not await self.store.delete(key, _precondition(headers)):
             raise NotFound("no such blob")
         self.deletes.labels(api_key.id).inc()
@@ -275,7 +274,7 @@ class OriginApp:
         key = self._key(scope, skip=len(META_PREFIX))
         if not self.settings.public_read:
             headers = dict(scope["headers"])
-            authorize(self.settings.api_keys, _text(headers.get(b"authorization")), "read", key)
+            self._authorize(headers, "read", key)
         meta = await self.store.stat(key)
         if meta is None:
             raise NotFound("no such blob")

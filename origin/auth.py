@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 
+from cdn_common.auth import bearer_token, find_secret
 from cdn_common.errors import Forbidden, Unauthorized
 
 SCOPES = frozenset({"read", "write", "delete"})
@@ -35,25 +35,10 @@ def parse_api_key(text: str) -> ApiKey:
     return ApiKey(parts[0], parts[1], scopes, prefix)
 
 
-def bearer_token(authorization: str | None) -> str | None:
-    if not authorization:
-        return None
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
-
-
 def find_key(keys: tuple[ApiKey, ...], token: str | None) -> ApiKey | None:
     """The key whose secret is `token`, comparing every secret in constant time."""
-    if token is None:
-        return None
-    found = None
-    presented = token.encode()
-    for key in keys:
-        if hmac.compare_digest(key.secret.encode(), presented):
-            found = key
-    return found
+    index = find_secret(token, [key.secret for key in keys])
+    return None if index is None else keys[index]
 
 
 def authorize(

@@ -278,8 +278,11 @@ def test_purge_drops_the_source(stack: Stack) -> None:
         assert image_of(stale).height == image_of(before).height, "within max-age: cached"
         url = f"{edge.url}/_purge"
         assert httpx.post(url, json={"source": "p.jpg"}).status_code == 401
+        odd = [(b"authorization", b"Bearer \xe9t\xe9")]  # not ASCII: a 401, never a 500
+        assert httpx.post(url, json={"source": "p.jpg"}, headers=odd).status_code == 401
         assert httpx.post(url, json={"x": 1}, headers=auth).status_code == 400
-        purged = httpx.post(url, json={"source": "p.jpg"}, headers=auth)
+        lower = {"Authorization": "bearer purge-secret"}  # the scheme is case-insensitive
+        purged = httpx.post(url, json={"source": "p.jpg"}, headers=lower)
         assert purged.status_code == 200 and purged.json()["purged"] >= 1
         fresh = httpx.get(f"{edge.url}/_/w=50/p.jpg")
     assert image_of(fresh).height == 25, "the new 120x60 source"
