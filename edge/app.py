@@ -225,7 +225,7 @@ class EdgeApp:
                 self._probed[(source_id, version)] = job.source
         pivot, pivot_side = None, 0
         if version and self.pivots_enabled and self.sources.hot(source_id):
-            pivot = self.sources.pivot(source_id, fetched.etag)
+            pivot = self.sources.pivot(source_id, version)
             pivot_side = 0 if pivot is not None else PIVOT_SIDE
         rendered = await self.pool.run(
             render,
@@ -239,9 +239,9 @@ class EdgeApp:
             cost=job.cost,
             deadline=deadline,
         )
-        if rendered.pivot is not None:
+        if rendered.pivot is not None and version:
             self.stats.copies_made += 1
-            self.sources.keep_pivot(source_id, fetched.etag, rendered.pivot)
+            self.sources.keep_pivot(source_id, version, rendered.pivot)
         elif pivot is not None and rendered.from_pivot:
             self.stats.copies_used += 1
         return rendered

@@ -37,6 +37,7 @@ class Fetched:
     etag: str | None
     last_modified: str | None
     cache_control: str | None
+    expires: str | None
     seconds: float
 
 
@@ -146,6 +147,7 @@ class Fetcher:
             etag=headers.get("etag"),
             last_modified=headers.get("last-modified"),
             cache_control=headers.get("cache-control"),
+            expires=headers.get("expires"),
             seconds=time.monotonic() - started,
         )
 

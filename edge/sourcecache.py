@@ -56,13 +56,13 @@ class SourceCache:
             return None
         return entry.fetched
 
-    def put(self, source_id: str, fetched: Fetched, expires_header: str | None = None) -> None:
+    def put(self, source_id: str, fetched: Fetched) -> None:
         """Keep a source asked for at least twice (one-hit wonders would only evict the
         sources that are reused), for as long as its freshness lifetime allows."""
         if self._seen.get(source_id, 0) < 2:
             return
         lifetime = freshness_lifetime(
-            fetched.cache_control, expires_header, self._wall(), fetched.last_modified
+            fetched.cache_control, fetched.expires, self._wall(), fetched.last_modified
         )
         if lifetime > 0 and len(fetched.body) + 512 <= self._sources.maxsize:
             self._sources[source_id] = Entry(fetched, self._clock() + lifetime)
@@ -75,12 +75,12 @@ class SourceCache:
         """Asked for at least twice recently."""
         return self._seen.get(source_id, 0) >= 2
 
-    def pivot(self, source_id: str, etag: str | None) -> Any:
-        return self._pivots.get((source_id, etag or "")) if self._pivots.maxsize else None
+    def pivot(self, source_id: str, etag: str) -> Any:
+        return self._pivots.get((source_id, etag)) if self._pivots.maxsize else None
 
-    def keep_pivot(self, source_id: str, etag: str | None, image: Any) -> None:
+    def keep_pivot(self, source_id: str, etag: str, image: Any) -> None:
         if self._pivots.maxsize and _pivot_bytes(image) <= self._pivots.maxsize:
-            self._pivots[(source_id, etag or "")] = image
+            self._pivots[(source_id, etag)] = image
 
     def purge(self, source_id: str) -> int:
         dropped = int(self._sources.pop(source_id, None) is not None)

@@ -1,0 +1,78 @@
+"""Freshness lifetimes (RFC 9111 §4.2) and the source cache that obeys them."""
+
+from __future__ import annotations
+
+import pytest
+
+from cdn_common.http import http_date
+from edge.fetch import Fetched
+from edge.freshness import freshness_lifetime
+from edge.sourcecache import SourceCache
+
+NOW = 1_800_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("cache_control", "expires", "last_modified", "lifetime"),
+    [
+        ("public, max-age=3600", None, None, 3600),
+        ("max-age=60, s-maxage=600", None, None, 600),  # a shared cache takes s-maxage
+        ("max-age=60", http_date(NOW + 9999), None, 60),  # max-age beats Expires
+        (None, http_date(NOW + 120), None, 120),
+        (None, http_date(NOW - 5), None, 0),
+        (None, "not a date", None, 0),
+        ("no-store, max-age=3600", None, None, 0),
+        ("private, max-age=3600", None, None, 0),
+        ("no-cache", None, None, 0),
+        ("max-age=abc", None, None, 0),
+        (None, None, http_date(NOW - 1000), 100),  # heuristic: 10% of the age
+        (None, None, http_date(NOW - 10_000_000), 86400),  # capped at a day
+        (None, None, None, 0),
+    ],
+)
+def test_lifetime(
+    cache_control: str | None, expires: str | None, last_modified: str | None, lifetime: float
+) -> None:
+    assert freshness_lifetime(cache_control, expires, NOW, last_modified) == pytest.approx(lifetime)
+
+
+def fetched(cache_control: str | None = "max-age=10", expires: str | None = None) -> Fetched:
+    return Fetched(b"x" * 100, "image/jpeg", '"e"', None, cache_control, expires, 0.0)
+
+
+def test_sources_are_kept_from_the_second_request_until_they_expire() -> None:
+    now = [0.0]
+    cache = SourceCache(10_000, 0, clock=lambda: now[0], wall=lambda: NOW)
+    cache.touch("a")
+    cache.put("a", fetched())
+    assert cache.get("a") is None, "a one-hit wonder is not kept"
+    cache.touch("a")
+    cache.put("a", fetched())
+    assert cache.get("a") is not None
+    now[0] = 10.5
+    assert cache.get("a") is None, "expired after max-age"
+
+
+def test_expires_header_is_honoured() -> None:
+    now = [0.0]
+    cache = SourceCache(10_000, 0, clock=lambda: now[0], wall=lambda: NOW)
+    for _ in range(2):
+        cache.touch("a")
+    cache.put("a", fetched(cache_control=None, expires=http_date(NOW + 30)))
+    now[0] = 29
+    assert cache.get("a") is not None
+    now[0] = 31
+    assert cache.get("a") is None
+
+
+def test_purge_and_budget() -> None:
+    cache = SourceCache(1300, 0)  # room for two entries of 100 bytes + 512 overhead
+    for key in ("a", "b", "c"):
+        cache.touch(key)
+        cache.touch(key)
+        cache.put(key, fetched())
+    assert cache.source_bytes <= 1300
+    assert cache.get("a") is None, "the least recently used went first"
+    assert cache.get("c") is not None
+    assert cache.purge("c") == 1
+    assert cache.get("c") is None
