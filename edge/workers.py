@@ -41,9 +41,7 @@ class TransformPool:
         source_budget: int = 256 * 1024 * 1024,
         processes: bool = False,
     ) -> None:
-        self.workers = workers
         self.queue = queue
-        self.memory_budget = memory_budget
         self._executor: Executor
         if processes:
             self._executor = ProcessPoolExecutor(

@@ -156,9 +156,10 @@ def render(
     made = None
     try:
         target = _pre_rotation(spec, job.geometry.resize)
-        if pivot is None and pivot_side and _pivotable(spec, job):
+        pivotable = _pivotable(spec, job)
+        if pivot is None and pivot_side and pivotable:
             made = pivot = _make_pivot(data, job.source, max(pivot_side, *target))
-        from_pivot = pivot is not None and _pivotable(spec, job) and _fits(target, pivot)
+        from_pivot = pivot is not None and pivotable and _fits(target, pivot)
         if from_pivot:
             image = (
                 pivot
@@ -166,7 +167,7 @@ def render(
                 else pivot.thumbnail_image(target[0], height=target[1], size="force")
             )
         else:
-            image = _load(data, spec, job.source, job.geometry, job.animate)
+            image = _load(data, spec, target, job.animate)
         for step in build(spec, job.geometry, job.output, job.animate):
             if time.monotonic() > deadline:
                 raise GatewayTimeout("transform deadline exceeded")
@@ -210,14 +211,10 @@ def _vips_reason(exc: pyvips.Error) -> str:
     return "image cannot be decoded"
 
 
-def _load(
-    data: bytes, spec: TransformSpec, source: SourceInfo, geometry: Geometry, animate: bool
-) -> pyvips.Image:
-    """Decode with shrink-on-load straight to the resize size (in pre-rotation axes)."""
+def _load(data: bytes, spec: TransformSpec, target: tuple[int, int], animate: bool) -> pyvips.Image:
+    """Decode with shrink-on-load straight to `target` (the resize size, pre-rotation axes)."""
     options = "n=-1,fail_on=truncated" if animate else "fail_on=truncated"
-    width, height = geometry.resize
-    if spec.rotate in (90, 270):
-        width, height = height, width
+    width, height = target
     if spec.trim is None:
         image = pyvips.Image.thumbnail_buffer(
             data, width, height=height, size="force", option_string=options
