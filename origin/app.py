@@ -245,8 +245,9 @@ class OriginApp:
         )
         try:
             meta, replaced = await self.store.put(key, blob, when)
-        finally:
-            blob.path.unlink(missing_ok=True)
+        except BaseException:
+            blob.path.unlink(missing_ok=True)  # a commit consumes the file; a failure may not
+            raise
         self.uploads.labels(api_key.id).inc()
         self.upload_bytes.labels(api_key.id).inc(meta.size)
         if replaced:

@@ -66,13 +66,11 @@ async def receive_upload(
         await loop.run_in_executor(None, _write, fd, digest, pending)
         await loop.run_in_executor(None, os.fsync, fd)
         info = await loop.run_in_executor(None, read_header, path, head)
-    except OSError as exc:
+    except BaseException as exc:
         os.close(fd)
         path.unlink(missing_ok=True)
-        raise unavailable(exc) from None
-    except BaseException:
-        os.close(fd)
-        path.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise unavailable(exc) from None
         raise
     os.close(fd)
     return NewBlob(
