@@ -103,7 +103,7 @@ class LocalStore:
         except OSError:
             return None  # the slow path tells a miss from a failure
         signature, meta, data = entry
-        if signature != (st.st_ino, st.st_size, st.st_mtime_ns):
+        if signature != _signature(st):
             return None
         selection = choose(meta)
         if isinstance(selection, ByteRange):
@@ -127,7 +127,7 @@ class LocalStore:
                 os.close(fd)
                 if span.length == meta.size and self._hot.maxsize:
                     with self._hot_lock:
-                        self._hot[key] = ((st.st_ino, st.st_size, st.st_mtime_ns), meta, data)
+                        self._hot[key] = (_signature(st), meta, data)
                 return BlobRead(meta, selection, data)
             return BlobRead(meta, selection, self._stream(fd, span.start, span.length))
         except BaseException:
@@ -184,7 +184,7 @@ class LocalStore:
         return meta
 
     def _meta(self, key: str, st: os.stat_result, fd: int) -> BlobMeta:
-        signature = (st.st_ino, st.st_size, st.st_mtime_ns)
+        signature = _signature(st)
         cached = self._meta_cache.get(key)
         if cached is not None and cached[0] == signature:
             return cached[1]
@@ -251,7 +251,7 @@ class LocalStore:
         meta = blob.meta(key, modified=st.st_mtime)
         record: dict[str, Any] = asdict(meta)
         del record["key"]
-        record["signature"] = [st.st_ino, st.st_size, st.st_mtime_ns]
+        record["signature"] = list(_signature(st))
         meta_tmp = blob.path.with_suffix(".json")
         _write_synced(meta_tmp, json.dumps(record).encode())
         try:
@@ -308,6 +308,11 @@ class LocalStore:
 
     async def close(self) -> None:
         return None
+
+
+def _signature(st: os.stat_result) -> tuple[int, int, int]:
+    """What ties cached metadata or bytes to one version of a file: inode, size, mtime."""
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _pread_all(fd: int, length: int = SNIFF_BYTES, offset: int = 0) -> bytes:
