@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 
 from cdn_common.stack import Stack, wait_listening
+from loadtests.images import CORPUS
 
-CORPUS_IMAGE = Path(__file__).resolve().parents[1].parent / "shared/corpus/ladybird.jpg"
+CORPUS_IMAGE = CORPUS / "ladybird.jpg"  # 351 KB
 
 
 def sample_blob(directory: Path) -> Path:
