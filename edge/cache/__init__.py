@@ -1,0 +1,1 @@
+"""The edge's result cache: tiers, eviction policy, stored entries."""
