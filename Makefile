@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test services lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,15 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/python -m cdn_common.devserver
 
-test: $(STAMP) lint typecheck unit
+test: $(STAMP) services lint typecheck unit
+
+# The shared-cache tests start real redis-server and memcached processes (Debian's).
+services:
+	@command -v redis-server >/dev/null && command -v memcached >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y -q --no-install-recommends redis-server memcached || \
+	  { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends redis-server memcached; }; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

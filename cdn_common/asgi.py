@@ -55,12 +55,18 @@ async def send_response(
 
 
 async def serve_lifespan(
-    receive: Receive, send: Send, on_shutdown: Callable[[], Awaitable[None]]
+    receive: Receive,
+    send: Send,
+    on_shutdown: Callable[[], Awaitable[None]],
+    on_startup: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """The ASGI lifespan protocol: nothing to start, `on_shutdown` to close pools."""
+    """The ASGI lifespan protocol: `on_startup` to start background work, `on_shutdown`
+    to close pools."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            if on_startup is not None:
+                await on_startup()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await on_shutdown()

@@ -1,7 +1,12 @@
-"""The edge's ASGI app: image URLs, health, metrics.
+"""The edge's ASGI app: image URLs through the cache tiers, purge, health, metrics.
 
-A request goes: parse (pure) -> fetch the source -> prepare (header, limits, plan) ->
-render in the transform pool -> respond. The cache issue wraps `fetch` and `render`.
+A request goes: fast path (exact URL in L1) -> parse (pure) -> cache tiers (memory,
+disk, shared) -> on a miss, one coalesced fill per key: a parent edge or the source
+(itself cached and coalesced) -> prepare (header, limits, plan) -> render in the
+transform pool -> store in the tiers -> respond. Stale entries are revalidated by asking
+the origin about their source (a 304 keeps every variant of it), in the background
+within `stale-while-revalidate`, and served stale within `stale-if-error` when the
+origin fails.
 """
 
 from __future__ import annotations
@@ -9,23 +14,39 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
+import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 
+from cachetools import LRUCache
 from starlette.types import Receive, Scope, Send
 
 from cdn_common.asgi import AccessMiddleware, HTTPMetrics, send_response, serve_lifespan
 from cdn_common.auth import bearer_token, find_secret
 from cdn_common.errors import (
+    BadGateway,
     BadRequest,
     Forbidden,
+    GatewayTimeout,
+    HTTPError,
     MethodNotAllowed,
     PayloadTooLarge,
     Unauthorized,
+    error_body,
 )
 from cdn_common.http import etag_matches_weak
 from cdn_common.logs import AccessLog
+from edge.cache.coalesce import Coalescer
+from edge.cache.disk import DiskTier
+from edge.cache.entry import Entry
+from edge.cache.memory import MemoryTier
+from edge.cache.shared import SharedTier
+from edge.cache.tiers import TieredCache
 from edge.fetch import Fetched, Fetcher
+from edge.freshness import directives, freshness_lifetime
 from edge.options import TransformSpec
 from edge.pipeline.plan import CONTENT_TYPES, SourceInfo
 from edge.pipeline.render import Encoding, Limits, Rendered, prepare, render
@@ -35,11 +56,19 @@ from edge.stats import EdgeStats
 from edge.urls import CDN_CGI, OriginSource, Source, parse_request
 from edge.workers import TransformPool
 
+log = logging.getLogger("edge")
+
 MIB = 1024 * 1024
 PROBED_ENTRIES = 65536  # headers already read, by (source, etag)
+VALIDATED_ENTRIES = 65536  # sources recently validated with the origin
 # A source is passed through untouched only when it is a raster image by both the
 # origin's word and its first byte; SVG, HTML or anything odd is rendered (or refused).
 PASSTHROUGH_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif", "image/avif"})
+# `format=auto` depends on the request only through these two capabilities
+ACCEPT_FOR_CLASS = {"": "", "a": "image/avif", "w": "image/webp", "aw": "image/avif,image/webp"}
+UNSAFE_METHODS = frozenset({"PUT", "POST", "DELETE", "PATCH"})
+LOOP_TOKEN = "edge"  # noqa: S105 - not a secret: our CDN-Loop (RFC 8586) token: a request from another edge
+FORWARDED_HEADERS = ("authorization", "content-type", "content-length", "if-match", "if-none-match")
 
 
 def classify(path: str) -> str:
@@ -60,17 +89,45 @@ def redact(raw_path: str) -> str:
     return "/-/" + rest
 
 
+def accept_class(accept: bytes) -> str:
+    return ("a" if b"image/avif" in accept else "") + ("w" if b"image/webp" in accept else "")
+
+
+def fast_key(raw: bytes, klass: str) -> bytes:
+    return raw + b"\x00" + klass.encode()
+
+
+@dataclass(slots=True)
+class Ask:
+    """One request's view of what it wants (the fill runs with the first asker's)."""
+
+    raw: bytes
+    key: str
+    source: Source
+    spec: TransformSpec
+    klass: str
+    auto: bool
+    deadline: float
+    from_edge: bool
+
+
 class EdgeApp:
     def __init__(
-        self, settings: EdgeSettings, fetcher: Fetcher, pool: TransformPool, metrics: HTTPMetrics
+        self,
+        settings: EdgeSettings,
+        fetcher: Fetcher,
+        pool: TransformPool,
+        metrics: HTTPMetrics,
+        cache: TieredCache,
     ) -> None:
         self.settings = settings
         self.fetcher = fetcher
         self.pool = pool
+        self.cache = cache
         self.sources = SourceCache(
             int(settings.source_cache_mb * MIB), int(settings.decoded_cache_mb * MIB)
         )
-        self.stats = EdgeStats(pool, self.sources)
+        self.stats = EdgeStats(pool, self.sources, cache)
         metrics.registry.register(self.stats)
         self.metrics = metrics
         self.limits = Limits(
@@ -91,10 +148,15 @@ class EdgeApp:
         self.pivots_enabled = settings.decoded_cache_mb > 0 and not settings.transform_processes
         self._probed: dict[tuple[str, str | None], SourceInfo] = {}
         self._cache_control = settings.cache_control.encode()
+        self.fills: Coalescer[tuple[Entry, str]] = Coalescer()
+        self.source_fills: Coalescer[Fetched] = Coalescer()
+        # source -> (ETag, fresh until): a 304 for a source freshens all its variants
+        self.validated: LRUCache[str, tuple[str | None, float]] = LRUCache(VALIDATED_ENTRIES)
+        self.wall = cache.wall
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await serve_lifespan(receive, send, self._close)
+            await serve_lifespan(receive, send, self._close, self._start)
             return
         path: str = scope["path"]
         if path == "/healthz":
@@ -113,18 +175,29 @@ class EdgeApp:
             if scope["method"] != "POST":
                 raise MethodNotAllowed(headers={"Allow": "POST"})
             await self._purge(scope, receive, send)
-        elif scope["method"] not in ("GET", "HEAD"):
-            raise MethodNotAllowed(headers={"Allow": "GET, HEAD"})
         else:
-            await self._image(scope, send)
+            await self._image(scope, receive, send)
+
+    async def _start(self) -> None:
+        if self.cache.disk is not None:
+            # the index rebuild runs while requests are served (they read files directly)
+            task = asyncio.get_running_loop().create_task(self.cache.disk.rebuild())
+            self.cache.disk.pending.add(task)
+            task.add_done_callback(self.cache.disk.pending.discard)
 
     async def _close(self) -> None:
+        await self.cache.flush()
+        if self.cache.shared is not None:
+            await self.cache.shared.close()
         await self.fetcher.close()
         self.pool.close()
 
-    async def _image(self, scope: Scope, send: Send) -> None:
+    # -- the image route ----------------------------------------------------------------
+
+    async def _image(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw_bytes: bytes = scope.get("raw_path") or scope["path"].encode()
         try:
-            raw = (scope.get("raw_path") or scope["path"].encode()).decode().split("?", 1)[0]
+            raw = raw_bytes.decode().split("?", 1)[0]
         except UnicodeDecodeError:
             raise BadRequest("path is not UTF-8") from None
         scope["log"]["path"] = redact(raw)
@@ -134,62 +207,285 @@ class EdgeApp:
             allow_unsigned=self.settings.unsigned_allowed,
             allowed_hosts=self.settings.allowed_sources,
         )
-        deadline = time.monotonic() + self.settings.deadline_s
+        method = scope["method"]
+        source = request.source
+        if (
+            method in UNSAFE_METHODS
+            and request.spec.is_identity
+            and isinstance(source, OriginSource)
+        ):
+            await self._forward(scope, receive, send, source)
+            return
+        if method not in ("GET", "HEAD"):
+            raise MethodNotAllowed(headers={"Allow": "GET, HEAD"})
         headers = dict(scope["headers"])
-        accept = headers.get(b"accept", b"").decode("latin-1")
         spec = request.spec
+        auto = spec.format == "auto"
+        klass = accept_class(headers.get(b"accept", b"")) if auto else ""
+        ask = Ask(
+            raw=raw_bytes,
+            key=f"{request.source.id}\x00{spec.canonical}\x00{klass}",
+            source=request.source,
+            spec=spec,
+            klass=klass,
+            auto=auto,
+            deadline=time.monotonic() + self.settings.deadline_s,
+            from_edge=LOOP_TOKEN in headers.get(b"cdn-loop", b"").decode("latin-1"),
+        )
+        async with asyncio.timeout(self.settings.deadline_s + 1):
+            entry, status, timing = await self._lookup(ask)
+        scope["log"]["cache"] = status
+        await self._send(scope, send, headers, ask, entry, status, timing)
+
+    async def _lookup(self, ask: Ask) -> tuple[Entry, str, str]:
+        """The entry to answer with, its Cache-Status and its Server-Timing."""
+        started = time.perf_counter()
+        found = await self.cache.lookup(ask.key)
+        if found is None:
+            self.stats.count("miss")
+            (entry, timing), collapsed = await self._fill(ask)
+            status = "edge; fwd=uri-miss" + ("; collapsed" if collapsed else "; stored")
+            return entry, status, timing
+        entry, tier = found
+        now = self.wall()
+        lookup = f"cache;desc={tier};dur={(time.perf_counter() - started) * 1000:.2f}"
+        if now < entry.fresh_until:
+            self.stats.count(tier)
+            return entry, f"edge; hit; detail={tier}", lookup
+        return await self._stale(ask, entry, tier, now, lookup)
+
+    async def _stale(
+        self, ask: Ask, entry: Entry, tier: str, now: float, lookup: str
+    ) -> tuple[Entry, str, str]:
+        known = self.validated.get(entry.source)
+        if known is not None and known[1] > now and entry.status < 400:
+            if known[0] == entry.source_etag:  # the source was revalidated for a sibling
+                self.cache.refresh(entry, known[1])
+                self.stats.count(tier)
+                return entry, f"edge; hit; detail={tier}", lookup
+        elif entry.status < 400 and entry.may_serve_stale(now, entry.swr):
+            self.stats.count("stale")
+            self.fills.start("reval\x00" + ask.key, lambda: self._revalidate(ask, entry))
+            ttl = math.floor(entry.fresh_until - now)
+            return entry, f"edge; hit; ttl={ttl}; detail={tier}-stale-while-revalidate", lookup
+        try:
+            (fresh, timing), _collapsed = await self.fills.run(
+                "reval\x00" + ask.key, lambda: self._revalidate(ask, entry)
+            )
+        except HTTPError as error:
+            if error.status >= 500 and entry.status < 400 and entry.may_serve_stale(now, entry.sie):
+                self.stats.count("stale_if_error")
+                ttl = math.floor(entry.fresh_until - now)
+                status = (
+                    f"edge; fwd=stale; fwd-status={error.status}; ttl={ttl}; detail=stale-if-error"
+                )
+                return entry, status, lookup
+            raise
+        self.stats.count("revalidated" if fresh is entry else "miss")
+        code = 304 if fresh is entry else 200
+        return fresh, f"edge; fwd=stale; fwd-status={code}", timing
+
+    async def _revalidate(self, ask: Ask, entry: Entry) -> tuple[Entry, str]:
+        """Ask the origin whether the entry's source changed; a 304 freshens the entry."""
+        if entry.status >= 400 or not (entry.source_etag or entry.source_modified):
+            return await self._produce(ask)
+        if ask.deadline <= time.monotonic():  # background refresh of an old request's ask
+            ask.deadline = time.monotonic() + self.settings.deadline_s
+        fetched = await self.fetcher.fetch(
+            ask.source,
+            max_bytes=self.max_src_bytes,
+            deadline=ask.deadline,
+            validators=(entry.source_etag, entry.source_modified),
+        )
+        timing = f"origin;desc=revalidate;dur={fetched.seconds * 1000:.1f}"
+        if fetched.not_modified:
+            lifetime = self._lifetime(fetched)
+            fresh_until = fetched.received + (lifetime or 0.0)
+            self.validated[entry.source] = (entry.source_etag, fresh_until)
+            self.cache.refresh(entry, fresh_until)
+            return entry, timing
+        # changed: every variant of the old version goes; this one is made from the new
+        self.cache.purge_source(entry.source, soft=False)
+        self.sources.purge(entry.source)
+        self.validated[entry.source] = (
+            fetched.etag,
+            fetched.received + (self._lifetime(fetched) or 0),
+        )
+        return await self._produce(ask, fetched)
+
+    async def _fill(self, ask: Ask) -> tuple[tuple[Entry, str], bool]:
+        return await self.fills.run(ask.key, lambda: self._produce(ask))
+
+    async def _produce(self, ask: Ask, fetched: Fetched | None = None) -> tuple[Entry, str]:
+        """Make the response for `ask` (parent edge, or source + transform) and store it."""
+        if self.settings.parent_url and not ask.from_edge and fetched is None:
+            try:
+                return await self._from_parent(ask)
+            except (BadGateway, GatewayTimeout) as error:
+                self.stats.count("parent_error")
+                log.warning(
+                    "parent edge failed, asking the origin",
+                    extra={"fields": {"error": error.public_message}},
+                )
         held = 0
 
         async def reserve(size: int) -> None:
             # source bytes in flight are bounded for transforms (passthrough streams on)
             nonlocal held
-            if not spec.is_identity:
-                held += await self.pool.hold(size, deadline)
+            if not ask.spec.is_identity:
+                held += await self.pool.hold(size, ask.deadline)
 
-        etag = None
         try:
-            fetched, timing = await self._source(request.source, deadline, reserve)
-            if spec.is_identity and _passthrough(fetched):
-                body, content_type = fetched.body, fetched.content_type.split(";")[0]
-                if fetched.etag and fetched.etag.startswith('"'):
-                    etag = fetched.etag  # the origin's strong tag names these very bytes
+            if fetched is None:
+                fetched, timing = await self._source(ask.source, ask.deadline, reserve)
             else:
-                started = time.monotonic()
-                rendered = await self._render(request.source.id, fetched, spec, accept, deadline)
-                elapsed = time.monotonic() - started
-                self.stats.transform.observe(rendered.format, elapsed)
-                timing += f", transform;dur={elapsed * 1000:.1f}"
-                if spec.format == "json":
-                    body, content_type = _describe(rendered), "application/json"
-                else:
-                    body, content_type = rendered.body, CONTENT_TYPES[rendered.format]
+                timing = f"origin;dur={fetched.seconds * 1000:.1f}"
+            entry, more = await self._make(ask, fetched)
+            timing += more
+        except HTTPError as error:
+            if 400 <= error.status < 500 and self.settings.negative_ttl_s:
+                self._store_error(ask, error)
+            raise
         finally:
             if held:
                 await self.pool.release_source(held)
-        etag = etag or '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
-        response_headers = [
-            (b"etag", etag.encode()),
-            (b"cache-control", self._cache_control),
-            (b"server-timing", timing.encode()),
-        ]
-        if fetched.last_modified:
-            response_headers.append((b"last-modified", fetched.last_modified.encode("latin-1")))
-        if spec.format == "auto":
-            response_headers.append((b"vary", b"Accept"))
-        if_none_match = headers.get(b"if-none-match")
-        if if_none_match is not None and etag_matches_weak(if_none_match.decode("latin-1"), etag):
-            await send({"type": "http.response.start", "status": 304, "headers": response_headers})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        response_headers += [
+        if self._lifetime(fetched) is not None:
+            self.cache.store(entry)
+        return entry, timing
+
+    async def _make(self, ask: Ask, fetched: Fetched) -> tuple[Entry, str]:
+        spec = ask.spec
+        origin_etag = None
+        timing = ""
+        if spec.is_identity and _passthrough(fetched):
+            body, content_type = fetched.body, fetched.content_type.split(";")[0]
+            if fetched.etag and fetched.etag.startswith('"'):
+                origin_etag = fetched.etag  # the origin's strong tag names these very bytes
+            cache_control = (fetched.cache_control or self.settings.cache_control).encode()
+        else:
+            started = time.monotonic()
+            accept = ACCEPT_FOR_CLASS[ask.klass]
+            rendered = await self._render(ask.source.id, fetched, spec, accept, ask.deadline)
+            elapsed = time.monotonic() - started
+            self.stats.transform.observe(rendered.format, elapsed)
+            timing = f", transform;dur={elapsed * 1000:.1f}"
+            if spec.format == "json":
+                body, content_type = _describe(rendered), "application/json"
+            else:
+                body, content_type = rendered.body, CONTENT_TYPES[rendered.format]
+            cache_control = self._cache_control
+        etag = origin_etag or '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+        headers = [
             (b"content-type", content_type.encode()),
             (b"content-length", str(len(body)).encode()),
+            (b"etag", etag.encode()),
+            (b"cache-control", cache_control),
             (b"x-content-type-options", b"nosniff"),
         ]
-        await send({"type": "http.response.start", "status": 200, "headers": response_headers})
-        await send(
-            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
+        if fetched.last_modified:
+            headers.append((b"last-modified", fetched.last_modified.encode("latin-1")))
+        if ask.auto:
+            headers.append((b"vary", b"Accept"))
+        return self._entry(ask, fetched, 200, body, headers, etag.encode()), timing
+
+    def _entry(
+        self,
+        ask: Ask,
+        fetched: Fetched,
+        status: int,
+        body: bytes,
+        headers: list[tuple[bytes, bytes]],
+        etag: bytes,
+    ) -> Entry:
+        cc = directives(fetched.cache_control)
+        lifetime = self._lifetime(fetched)
+        received = fetched.received or self.wall()
+        settings = self.settings
+        swr = cc.get("stale-while-revalidate")
+        sie = cc.get("stale-if-error")
+        return Entry(
+            key=ask.key,
+            source=ask.source.id,
+            status=status,
+            body=body,
+            headers=headers,
+            etag=etag,
+            stored=received,
+            fresh_until=received + (lifetime or 0.0),
+            swr=float(swr) if swr and swr.isdigit() else settings.stale_while_revalidate_s,
+            sie=float(sie) if sie and sie.isdigit() else settings.stale_if_error_s,
+            # RFC 9111 §4.2.4: these forbid serving stale; no lifetime at all: not stored
+            must_revalidate=lifetime is None
+            or any(
+                d in cc for d in ("must-revalidate", "proxy-revalidate", "s-maxage", "no-cache")
+            ),
+            source_etag=fetched.etag if fetched.cache_status is None else None,
+            source_modified=fetched.last_modified if fetched.cache_status is None else None,
         )
+
+    def _lifetime(self, fetched: Fetched) -> float | None:
+        """Seconds fresh, clamped to the configured floor and ceiling; None: do not store."""
+        cc = directives(fetched.cache_control)
+        if "no-store" in cc or "private" in cc:
+            return None
+        lifetime = freshness_lifetime(
+            fetched.cache_control,
+            fetched.expires,
+            fetched.received or self.wall(),
+            fetched.last_modified,
+        )
+        if "no-cache" in cc:
+            return 0.0
+        return min(max(lifetime, self.settings.min_ttl_s), self.settings.max_ttl_s)
+
+    def _store_error(self, ask: Ask, error: HTTPError) -> None:
+        body = error_body(error)
+        now = self.wall()
+        entry = Entry(
+            key=ask.key,
+            source=ask.source.id,
+            status=error.status,
+            body=body,
+            headers=[
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+            ],
+            etag=b"",
+            stored=now,
+            fresh_until=now + self.settings.negative_ttl_s,
+            must_revalidate=True,
+        )
+        self.cache.memory.put(entry)  # errors stay on this node, briefly
+
+    async def _from_parent(self, ask: Ask) -> tuple[Entry, str]:
+        parents = self.settings.parent_url
+        parent = max(parents, key=lambda p: hashlib.blake2b((p + ask.key).encode()).digest())
+        fetched = await self.fetcher.fetch(
+            ask.source,
+            max_bytes=self.max_src_bytes,
+            deadline=ask.deadline,
+            via=parent + ask.raw.decode(),
+            headers={"accept": ACCEPT_FOR_CLASS[ask.klass], "cdn-loop": LOOP_TOKEN},
+        )
+        headers = [
+            (b"content-type", fetched.content_type.encode("latin-1")),
+            (b"content-length", str(len(fetched.body)).encode()),
+            (b"cache-control", self._cache_control),
+            (b"x-content-type-options", b"nosniff"),
+        ]
+        etag = (fetched.etag or "").encode("latin-1")
+        if etag:
+            headers.append((b"etag", etag))
+        if fetched.last_modified:
+            headers.append((b"last-modified", fetched.last_modified.encode("latin-1")))
+        if ask.auto:
+            headers.append((b"vary", b"Accept"))
+        entry = self._entry(ask, fetched, 200, fetched.body, headers, etag)
+        if self._lifetime(fetched) is not None:
+            self.cache.store(entry)
+        self.stats.count("parent")
+        return entry, f"parent;dur={fetched.seconds * 1000:.1f}"
 
     async def _source(
         self, source: Source, deadline: float, reserve: Callable[[int], Awaitable[None]]
@@ -200,12 +496,20 @@ class EdgeApp:
         if fetched is not None:
             self.stats.source_hits += 1
             return fetched, "source-cache;dur=0"
-        fetched = await self.fetcher.fetch(
-            source, max_bytes=self.max_src_bytes, deadline=deadline, reserve=reserve
-        )
-        self.sources.put(source.id, fetched)
-        upstream = "origin" if isinstance(source, OriginSource) else "remote"
-        self.stats.origin.observe(upstream, fetched.seconds)
+
+        async def fetch() -> Fetched:
+            got = await self.fetcher.fetch(
+                source, max_bytes=self.max_src_bytes, deadline=deadline, reserve=reserve
+            )
+            self.sources.put(source.id, got)
+            upstream = "origin" if isinstance(source, OriginSource) else "remote"
+            self.stats.origin.observe(upstream, got.seconds)
+            return got
+
+        fetched, collapsed = await self.source_fills.run(source.id, fetch)
+        if collapsed:
+            await reserve(len(fetched.body))
+            return fetched, "origin;desc=collapsed"
         return fetched, f"origin;dur={fetched.seconds * 1000:.1f}"
 
     async def _render(
@@ -246,8 +550,93 @@ class EdgeApp:
             self.stats.copies_used += 1
         return rendered
 
+    async def _send(
+        self,
+        scope: Scope,
+        send: Send,
+        headers: dict[bytes, bytes],
+        ask: Ask,
+        entry: Entry,
+        status: str,
+        timing: str,
+    ) -> None:
+        now = self.wall()
+        if entry.status == 200 and self.cache.memory.policy.peek(entry.key) is entry:
+            self.cache.memory.alias(entry, fast_key(ask.raw, ask.klass) if ask.auto else ask.raw)
+        extra = [
+            (b"age", str(max(0, int(now - entry.stored))).encode()),
+            (b"cache-status", status.encode()),
+            (b"server-timing", timing.encode()),
+        ]
+        if ask.from_edge:  # tell a child edge how long the entry itself stays fresh
+            ttl = max(0, int(entry.fresh_until - now))
+            control = f"max-age={ttl}, stale-while-revalidate={int(entry.swr)}"
+            control += f", stale-if-error={int(entry.sie)}"
+            if entry.must_revalidate:
+                control += ", must-revalidate"
+            extra.append((b"cdn-cache-control", control.encode()))
+        if_none_match = headers.get(b"if-none-match")
+        if (
+            if_none_match is not None
+            and entry.status == 200
+            and etag_matches_weak(if_none_match.decode("latin-1"), entry.etag.decode("latin-1"))
+        ):
+            kept = [h for h in entry.headers if h[0] not in (b"content-length", b"content-type")]
+            await send({"type": "http.response.start", "status": 304, "headers": kept + extra})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": entry.status,
+                "headers": entry.headers + extra,
+            }
+        )
+        body = b"" if scope["method"] == "HEAD" else entry.body
+        await send({"type": "http.response.body", "body": body})
+
+    # -- writes through the no-options route ---------------------------------------------
+
+    async def _forward(
+        self, scope: Scope, receive: Receive, send: Send, source: OriginSource
+    ) -> None:
+        """An unsafe method on `/_/_/{key}`: forwarded to the origin (RFC 9111 §4.4), and
+        what this edge holds for the source is invalidated when the origin accepts it."""
+        headers = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in scope["headers"]
+            if name.decode("latin-1") in FORWARDED_HEADERS
+        }
+
+        async def body() -> AsyncIterator[bytes]:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                yield message.get("body", b"")
+                if not message.get("more_body"):
+                    return
+
+        status, response_headers, content = await self.fetcher.forward(
+            scope["method"], source, headers, body()
+        )
+        if status < 400:
+            self._drop_source(source.id, soft=False)
+        await send({"type": "http.response.start", "status": status, "headers": response_headers})
+        await send({"type": "http.response.body", "body": content})
+
+    # -- purge -------------------------------------------------------------------------
+
+    def _drop_source(self, source: str, *, soft: bool) -> int:
+        dropped = self.cache.purge_source(source, soft=soft)
+        dropped += self.sources.purge(source)
+        self.validated.pop(source, None)
+        for key in [k for k in self._probed if k[0] == source]:
+            del self._probed[key]
+        return dropped
+
     async def _purge(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """POST /_purge {"source": "<key or URL>"}: drop what this edge holds for it."""
+        """POST /_purge {"source"|"url"|"prefix": "...", "mode": "hard"|"soft"}."""
         if not self.settings.purge_keys:
             raise Forbidden("purge is disabled: no EDGE_PURGE_KEYS")
         headers = dict(scope["headers"])
@@ -263,17 +652,109 @@ class EdgeApp:
             if not message.get("more_body"):
                 break
         try:
-            source = json.loads(body)["source"]
-        except (ValueError, KeyError, TypeError):
-            source = None
-        if not isinstance(source, str):
-            raise BadRequest('expected JSON {"source": "..."}')
-        dropped = self.sources.purge(source)
-        for key in [k for k in self._probed if k[0] == source]:
-            del self._probed[key]
+            document = json.loads(body)
+        except ValueError:
+            document = None
+        if not isinstance(document, dict):
+            raise BadRequest(
+                'expected JSON {"source"|"url"|"prefix": "...", "mode": "hard"|"soft"}'
+            )
+        mode = document.get("mode", "hard")
+        if mode not in ("hard", "soft"):
+            raise BadRequest('mode must be "hard" or "soft"')
+        soft = mode == "soft"
+        targets = [name for name in ("source", "url", "prefix") if name in document]
+        if len(targets) != 1 or not isinstance(document[targets[0]], str):
+            raise BadRequest('expected exactly one of "source", "url" or "prefix" as a string')
+        target = document[targets[0]]
+        if targets[0] == "source":
+            dropped = self._drop_source(target, soft=soft)
+        elif targets[0] == "prefix":
+            if not target:
+                raise BadRequest('an empty prefix would purge everything; say so with "/"')
+            prefix = "" if target == "/" else target
+            dropped = self.cache.purge_prefix(prefix, soft=soft)
+            for source in self.sources.sources_under(prefix):
+                dropped += self.sources.purge(source)
+        else:
+            request = parse_request(
+                target.split("?", 1)[0],
+                keys=self.settings.signing_keys,
+                allow_unsigned=True,
+                allowed_hosts=self.settings.allowed_sources,
+            )
+            base = f"{request.source.id}\x00{request.spec.canonical}\x00"
+            classes = ACCEPT_FOR_CLASS if request.spec.format == "auto" else {"": ""}
+            dropped = self.cache.purge_keys([base + k for k in classes], soft=soft)
+        self.stats.purges += 1
         await send_response(
-            send, 200, json.dumps({"purged": dropped}).encode(), b"application/json"
+            send, 200, json.dumps({"purged": dropped, "mode": mode}).encode(), b"application/json"
         )
+
+
+class FastPath:
+    """Exact-URL L1 hits, answered before routing, parsing or the middleware stack.
+
+    Only fresh 200 entries without conditional headers take this path; everything
+    else (and every miss) goes to the full app. Hits are still counted and logged."""
+
+    def __init__(
+        self, app: AccessMiddleware, memory: MemoryTier, stats: EdgeStats, wall: Callable[[], float]
+    ) -> None:
+        self.app = app
+        self.fast = memory.fast
+        self.policy = memory.policy
+        self.stats = stats
+        self.series = app.metrics.requests
+        self.access_log = app.access_log
+        self.wall = wall
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.fast:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        raw = scope.get("raw_path")
+        entry = self.fast.get(raw) if raw is not None else None
+        accept = b""
+        for name, value in scope["headers"]:
+            if name == b"accept":
+                accept = value
+            elif name == b"if-none-match" or name == b"cdn-loop":
+                entry = None
+                break
+        else:
+            if entry is None and raw is not None:
+                entry = self.fast.get(fast_key(raw, accept_class(accept)))
+        method = scope["method"]
+        now = self.wall()
+        if entry is None or now >= entry.fresh_until or method not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        self.policy.get(entry.key)
+        self.stats.memory_fast += 1
+        body = entry.body if method == "GET" else b""
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*entry.hit_memory, (b"age", b"%d" % (now - entry.stored))],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+        elapsed = time.perf_counter() - started
+        self.series.observe("image", method, 200, elapsed, len(body))
+        if self.access_log is not None:
+            self.access_log.write(
+                {
+                    "method": method,
+                    "path": redact(scope["path"]),
+                    "cache": "hit-memory",
+                    "status": 200,
+                    "bytes": len(body),
+                    "duration_ms": round(elapsed * 1000, 3),
+                }
+            )
 
 
 def _passthrough(fetched: Fetched) -> bool:
@@ -302,7 +783,27 @@ def _describe(rendered: Rendered) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode()
 
 
-def build_app(settings: EdgeSettings, fetcher: Fetcher | None = None) -> AccessMiddleware:
+def build_cache(settings: EdgeSettings) -> TieredCache:
+    memory = MemoryTier(int(settings.memory_cache_mb * MIB))
+    disk = None
+    if settings.disk_cache_mb > 0:
+        disk = DiskTier(
+            Path(settings.cache_dir),
+            int(settings.disk_cache_mb * MIB),
+            int(settings.disk_min_free_mb * MIB),
+        )
+    shared = None
+    if settings.shared_cache_url:
+        shared = SharedTier(
+            settings.shared_cache_url,
+            timeout=settings.shared_cache_timeout_ms / 1000,
+            max_object=settings.shared_cache_max_kb * 1024,
+            marker_ttl=int(settings.max_ttl_s + settings.stale_if_error_s) + 1,
+        )
+    return TieredCache(memory, disk, shared)
+
+
+def build_app(settings: EdgeSettings, fetcher: Fetcher | None = None) -> FastPath:
     metrics = HTTPMetrics("edge")
     fetcher = fetcher or Fetcher(
         settings.origin_url,
@@ -317,10 +818,12 @@ def build_app(settings: EdgeSettings, fetcher: Fetcher | None = None) -> AccessM
         source_budget=int(settings.inflight_sources_mb * MIB),
         processes=settings.transform_processes,
     )
-    app = EdgeApp(settings, fetcher, pool, metrics)
-    return AccessMiddleware(
+    cache = build_cache(settings)
+    app = EdgeApp(settings, fetcher, pool, metrics, cache)
+    middleware = AccessMiddleware(
         app,
         metrics=metrics,
         classify=classify,
         access_log=AccessLog() if settings.access_log else None,
     )
+    return FastPath(middleware, cache.memory, app.stats, cache.wall)

@@ -28,6 +28,9 @@ from edge.netguard import IP, ForbiddenAddress, guarded_transport, public_addres
 from edge.urls import OriginSource, Source, host_allowed
 
 MAX_REDIRECTS = 5
+HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,9 @@ class Fetched:
     cache_control: str | None
     expires: str | None
     seconds: float
+    received: float = 0.0  # wall-clock time of the response (RFC 9111 response_time)
+    not_modified: bool = False  # a 304 to a conditional request: no body
+    cache_status: str | None = None  # an upstream edge's Cache-Status
 
 
 @asynccontextmanager
@@ -63,6 +69,24 @@ def _check_status(status: int, what: str) -> None:
     if status == 400:
         raise BadRequest(f"{what} refused the source path")
     raise BadGateway(f"{what} answered {status}")
+
+
+def _fetched(
+    headers: httpx.Headers, body: bytes, started: float, *, not_modified: bool = False
+) -> Fetched:
+    # an upstream edge states the entry's own freshness in CDN-Cache-Control (RFC 9213)
+    return Fetched(
+        body=body,
+        content_type=headers.get("content-type", "application/octet-stream"),
+        etag=headers.get("etag"),
+        last_modified=headers.get("last-modified"),
+        cache_control=headers.get("cdn-cache-control") or headers.get("cache-control"),
+        expires=headers.get("expires"),
+        seconds=time.monotonic() - started,
+        received=time.time(),
+        not_modified=not_modified,
+        cache_status=headers.get("cache-status"),
+    )
 
 
 class Fetcher:
@@ -108,13 +132,27 @@ class Fetcher:
         max_bytes: int,
         deadline: float,
         reserve: Callable[[int], Awaitable[None]] | None = None,
+        validators: tuple[str | None, str | None] = (None, None),
+        via: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Fetched:
         """The source's bytes. `reserve(n)` is awaited before n more bytes are read (from
-        Content-Length up front, else chunk by chunk), so the caller can bound them."""
-        if isinstance(source, OriginSource):
+        Content-Length up front, else chunk by chunk), so the caller can bound them.
+
+        `validators` (ETag, Last-Modified) make it a conditional request: a 304 comes
+        back as `not_modified` with no body. `via` replaces the URL (a parent edge)."""
+        if via is not None:
+            client, url, what = self._origin, via, "parent edge"
+        elif isinstance(source, OriginSource):
             client, url, what = self._origin, source.url(self.origin_url), "origin"
         else:
             client, url, what = self._remote, source.url, "source"
+        request_headers = dict(headers or {})
+        etag, modified = validators
+        if etag:
+            request_headers["if-none-match"] = etag
+        if modified:
+            request_headers["if-modified-since"] = modified
         started = time.monotonic()
         remaining = deadline - started
         if remaining <= 0:
@@ -122,8 +160,10 @@ class Fetcher:
         async with (
             _upstream_errors(what),
             asyncio.timeout(remaining),
-            client.stream("GET", url) as response,
+            client.stream("GET", url, headers=request_headers) as response,
         ):
+            if response.status_code == 304 and (etag or modified):
+                return _fetched(response.headers, b"", started, not_modified=True)
             _check_status(response.status_code, what)
             declared = response.headers.get("content-length")
             expected = int(declared) if declared is not None and declared.isdigit() else 0
@@ -140,16 +180,26 @@ class Fetcher:
                 if reserve is not None and size > expected:
                     await reserve(len(chunk))
                 chunks.append(chunk)
-        headers = response.headers
-        return Fetched(
-            body=b"".join(chunks),
-            content_type=headers.get("content-type", "application/octet-stream"),
-            etag=headers.get("etag"),
-            last_modified=headers.get("last-modified"),
-            cache_control=headers.get("cache-control"),
-            expires=headers.get("expires"),
-            seconds=time.monotonic() - started,
-        )
+        return _fetched(response.headers, b"".join(chunks), started)
+
+    async def forward(
+        self,
+        method: str,
+        source: OriginSource,
+        headers: dict[str, str],
+        body: AsyncIterator[bytes],
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """An unsafe request passed through to the origin, body streamed; its answer."""
+        async with _upstream_errors("origin"):
+            response = await self._origin.request(
+                method, source.url(self.origin_url), headers=headers, content=body
+            )
+        kept = [
+            (name.lower(), value)
+            for name, value in response.headers.raw
+            if name.lower() not in HOP_BY_HOP
+        ]
+        return response.status_code, kept, response.content
 
     async def origin_ready(self) -> bool:
         try:

@@ -54,6 +54,35 @@ class EdgeSettings(ServiceSettings):
     decoded_cache_mb: float = Field(
         256, ge=0, description="Memory for pre-shrunk decoded copies of hot sources (threads only)."
     )
+    memory_cache_mb: float = Field(
+        256, ge=0, description="L1: memory for cached responses (bytes of bodies)."
+    )
+    cache_dir: str = Field("./data/cache", description="L2: directory of the disk tier.")
+    disk_cache_mb: float = Field(1024, ge=0, description="L2: disk budget (0 turns the tier off).")
+    disk_min_free_mb: float = Field(
+        256, ge=0, description="L2: free space kept on the cache's file system."
+    )
+    shared_cache_url: str | None = Field(
+        None, description="L3: `redis://host:port/db` or `memcached://host:port`."
+    )
+    shared_cache_timeout_ms: float = Field(50, gt=0, description="L3: timeout per call.")
+    shared_cache_max_kb: int = Field(1024, gt=0, description="L3: largest object sent.")
+    parent_url: StrList = Field(
+        (), description="Shield edge(s) asked before the origin, by consistent hashing."
+    )
+    min_ttl_s: float = Field(0, ge=0, description="Floor on the origin's freshness lifetime.")
+    max_ttl_s: float = Field(
+        31_536_000, ge=0, description="Ceiling on the origin's freshness lifetime."
+    )
+    stale_while_revalidate_s: float = Field(
+        30, ge=0, description="Serve-stale-and-refresh window when the origin gives none."
+    )
+    stale_if_error_s: float = Field(
+        86400, ge=0, description="Serve-stale-on-origin-error window when the origin gives none."
+    )
+    negative_ttl_s: float = Field(
+        10, ge=0, description="How long a 4xx (missing or undecodable source) is cached."
+    )
     purge_keys: StrList = Field((), description="Bearer secrets accepted by POST /_purge.")
     inflight_sources_mb: float = Field(
         128, gt=0, description="Source bytes held by requests waiting for or in a transform."
@@ -81,7 +110,7 @@ class EdgeSettings(ServiceSettings):
     )
     access_log: bool = Field(True, description="One JSON log line per request.")
 
-    @field_validator("signing_keys", "allowed_sources", "purge_keys", mode="before")
+    @field_validator("signing_keys", "allowed_sources", "purge_keys", "parent_url", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         return split_list(value)
@@ -92,6 +121,21 @@ class EdgeSettings(ServiceSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http(s) URL")
         return value.rstrip("/")
+
+    @field_validator("parent_url")
+    @classmethod
+    def _check_parents(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http(s) URL")
+        return tuple(url.rstrip("/") for url in value)
+
+    @field_validator("shared_cache_url")
+    @classmethod
+    def _check_shared(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "memcached://")):
+            raise ValueError("must be a redis:// or memcached:// URL")
+        return value or None
 
     @model_validator(mode="after")
     def _unsigned_default(self) -> EdgeSettings:

@@ -4,8 +4,9 @@ A new variant of a source the edge has seen needs neither a fetch nor (when the 
 is large enough) a full decode: the copy is already oriented, sRGB, in memory, and at
 least `PIVOT_SIDE` pixels on its long side. Bytes are kept for as long as the origin's
 `Cache-Control` allows (RFC 9111 freshness, see `freshness.py`); copies are keyed by the
-source's ETag, so a changed source never meets an old copy. Both are byte-bounded LRUs
-(cachetools), touched only on the event loop thread. A purge drops both.
+source's ETag, so a changed source never meets an old copy. Sources are under S3-FIFO,
+copies under a byte-bounded LRU (cachetools), touched only on the event loop thread.
+A purge drops both.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from cachetools import LRUCache
 
+from edge.cache.policy import S3FIFO
 from edge.fetch import Fetched
 from edge.freshness import freshness_lifetime
 
@@ -37,9 +39,7 @@ class SourceCache:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        self._sources: LRUCache[str, Entry] = LRUCache(
-            maxsize=source_budget, getsizeof=lambda e: len(e.fetched.body) + 512
-        )
+        self._sources: S3FIFO[str, Entry] = S3FIFO(source_budget)
         self._pivots: LRUCache[tuple[str, str], Any] = LRUCache(
             maxsize=pivot_budget, getsizeof=_pivot_bytes
         )
@@ -52,20 +52,20 @@ class SourceCache:
         if entry is None:
             return None
         if entry.expires <= self._clock():
-            del self._sources[source_id]
+            self._sources.pop(source_id)
             return None
         return entry.fetched
 
     def put(self, source_id: str, fetched: Fetched) -> None:
-        """Keep a source asked for at least twice (one-hit wonders would only evict the
-        sources that are reused), for as long as its freshness lifetime allows."""
-        if self._seen.get(source_id, 0) < 2:
-            return
+        """Keep a source for as long as its freshness lifetime allows (S3-FIFO keeps
+        one-hit wonders from evicting the sources that are reused)."""
         lifetime = freshness_lifetime(
             fetched.cache_control, fetched.expires, self._wall(), fetched.last_modified
         )
-        if lifetime > 0 and len(fetched.body) + 512 <= self._sources.maxsize:
-            self._sources[source_id] = Entry(fetched, self._clock() + lifetime)
+        if lifetime > 0:
+            self._sources.put(
+                source_id, Entry(fetched, self._clock() + lifetime), len(fetched.body) + 512
+            )
 
     def touch(self, source_id: str) -> None:
         """Counts a request for the source (once per request)."""
@@ -82,8 +82,11 @@ class SourceCache:
         if self._pivots.maxsize and _pivot_bytes(image) <= self._pivots.maxsize:
             self._pivots[(source_id, etag)] = image
 
+    def sources_under(self, prefix: str) -> list[str]:
+        return [source for source in self._sources if source.startswith(prefix)]
+
     def purge(self, source_id: str) -> int:
-        dropped = int(self._sources.pop(source_id, None) is not None)
+        dropped = int(self._sources.pop(source_id) is not None)
         for key in [k for k in self._pivots if k[0] == source_id]:
             del self._pivots[key]
             dropped += 1
@@ -91,7 +94,7 @@ class SourceCache:
 
     @property
     def source_bytes(self) -> int:
-        return int(self._sources.currsize)
+        return self._sources.size
 
     @property
     def pivot_bytes(self) -> int:

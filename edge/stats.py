@@ -8,23 +8,99 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from cdn_common.metrics import LatencyHistogram
+from edge.cache.tiers import TieredCache
 from edge.sourcecache import SourceCache
 from edge.workers import TransformPool
 
+# How image requests were answered: a tier's hit, or why the edge went further.
+RESULTS = (
+    "memory",
+    "disk",
+    "shared",
+    "miss",
+    "parent",
+    "parent_error",
+    "stale",
+    "stale_if_error",
+    "revalidated",
+)
+
 
 class EdgeStats(Collector):
-    def __init__(self, pool: TransformPool, sources: SourceCache) -> None:
+    def __init__(self, pool: TransformPool, sources: SourceCache, cache: TieredCache) -> None:
         self.pool = pool
         self.sources = sources
+        self.cache = cache
+        self.results = dict.fromkeys(RESULTS, 0)
+        self.memory_fast = 0  # memory hits answered by the fast path (counted apart: no dict)
+        self.purges = 0
         self.transform = LatencyHistogram()
         self.origin = LatencyHistogram()
         self.source_hits = 0
         self.copies_made = 0
         self.copies_used = 0
 
+    def count(self, result: str) -> None:
+        self.results[result] += 1
+
     def collect(
         self,
     ) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
+        results = CounterMetricFamily(
+            "edge_cache_results",
+            "Image requests by how they were answered: a tier's hit (memory, disk, shared), "
+            "miss, parent, stale, stale_if_error, revalidated.",
+            labels=["result"],
+        )
+        for result, count in self.results.items():
+            if result == "memory":
+                count += self.memory_fast
+            results.add_metric([result], count)
+        yield results
+        yield CounterMetricFamily("edge_purges", "Purge requests accepted.", value=self.purges)
+        cache = self.cache
+        tier_bytes = GaugeMetricFamily(
+            "edge_cache_bytes", "Bytes held by each cache tier.", labels=["tier"]
+        )
+        tier_entries = GaugeMetricFamily(
+            "edge_cache_entries", "Entries held by each cache tier.", labels=["tier"]
+        )
+        evictions = CounterMetricFamily(
+            "edge_cache_evictions", "Entries evicted by each tier's policy.", labels=["tier"]
+        )
+        tier_bytes.add_metric(["memory"], cache.memory.size)
+        tier_entries.add_metric(["memory"], len(cache.memory))
+        evictions.add_metric(["memory"], cache.memory.evictions)
+        if cache.disk is not None:
+            disk = cache.disk
+            tier_bytes.add_metric(["disk"], disk.size)
+            tier_entries.add_metric(["disk"], len(disk))
+            evictions.add_metric(["disk"], disk.evictions)
+            yield CounterMetricFamily(
+                "edge_disk_cache_corrupt", "Disk entries dropped as corrupt.", value=disk.corrupt
+            )
+            yield CounterMetricFamily(
+                "edge_disk_cache_write_errors",
+                "Disk tier write errors (each turns the tier off for a while).",
+                value=disk.write_errors,
+            )
+            yield GaugeMetricFamily(
+                "edge_disk_cache_enabled", "1 while the disk tier is on.", value=int(disk.enabled)
+            )
+        if cache.shared is not None:
+            yield CounterMetricFamily(
+                "edge_shared_cache_errors",
+                "Shared tier calls that failed or timed out.",
+                value=cache.shared.errors,
+            )
+            yield GaugeMetricFamily(
+                "edge_shared_cache_available",
+                "1 while the shared tier is in use (0 while its circuit breaker is open).",
+                value=int(cache.shared.available),
+            )
+        yield tier_bytes
+        yield tier_entries
+        yield evictions
         yield CounterMetricFamily(
             "edge_source_cache_hits", "Sources served from memory.", value=self.source_hits
         )

@@ -38,3 +38,11 @@ def blob_dir(tmp_path: Path) -> Path:
     path = tmp_path / "blobs"
     path.mkdir()
     return path
+
+
+@pytest.fixture(autouse=True)
+def edge_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test runs in its own directory, so edges get their own disk tier (the
+    default EDGE_CACHE_DIR is ./data/cache)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "data" / "cache"

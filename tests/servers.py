@@ -94,3 +94,54 @@ def moto_server() -> Iterator[MotoServer]:
         yield server
     finally:
         server.stop()
+
+
+class ServiceProcess:
+    """A real redis-server or memcached on a free loopback port, in a child process."""
+
+    def __init__(self, kind: str, port: int | None = None) -> None:
+        self.kind = kind
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        scheme = "redis" if self.kind == "redis" else "memcached"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def start(self) -> ServiceProcess:
+        if self.kind == "redis":
+            command = [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ]
+        else:
+            command = [
+                "memcached",
+                "-p",
+                str(self.port),
+                "-l",
+                "127.0.0.1",
+                "-U",
+                "0",
+                "-u",
+                "root",
+            ]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_for_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None

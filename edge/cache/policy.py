@@ -114,6 +114,14 @@ class S3FIFO(Generic[K, V]):
         self._unlink(node)
         return node.value
 
+    def shrink_by(self, nbytes: int) -> None:
+        """Evict (as the policy chooses) until `nbytes` fewer bytes are held."""
+        saved, self.capacity = self.capacity, max(0, self.size - nbytes)
+        try:
+            self._evict()
+        finally:
+            self.capacity = saved
+
     def clear(self) -> None:
         for key in list(self._map):
             self.pop(key)

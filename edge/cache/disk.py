@@ -1,0 +1,277 @@
+"""L2: entries as files under EDGE_CACHE_DIR, surviving restarts.
+
+Layout as nginx's `levels=1:2`: `ab/cd/<32 hex digits of blake2b(key)>`. A file is
+written to a temporary name in its directory and renamed, so a reader sees a whole
+file or none; its CRC-32 catches what a crash or a bad disk leaves behind (dropped,
+counted, never served). The index (name -> size and source, under S3-FIFO for
+eviction) is rebuilt on start in a thread while requests go on: until it is complete
+a lookup reads the file directly.
+
+Eviction keeps both the byte budget and EDGE_DISK_MIN_FREE_MB of free space on the
+file system. A write error (disk full, read-only, gone) turns the tier off for
+`RETRY_S` seconds, logged and counted; lookups and requests carry on without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.cache.entry import FRESH, FRESH_OFFSET, HEADER, MAGIC, CorruptEntry, Entry
+from edge.cache.policy import S3FIFO
+
+log = logging.getLogger("edge.cache.disk")
+
+RETRY_S = 30.0  # after a write error, how long the tier stays off before trying again
+SYNC_READ_MAX = 256 * 1024  # larger files are read in a thread, off the event loop
+FREE_CHECK_S = 1.0
+TMP_SUFFIX = ".tmp"
+
+
+@dataclass(slots=True)
+class _Indexed:
+    source: str
+    key: str
+
+
+def file_name(key: str) -> str:
+    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+
+
+class DiskTier:
+    def __init__(self, root: Path, budget: int, min_free: int = 0) -> None:
+        self.root = root
+        self.min_free = min_free
+        self.policy: S3FIFO[str, _Indexed] = S3FIFO(budget, on_evict=self._evicted)
+        self.by_source: dict[str, set[str]] = {}
+        self.indexed = False
+        self.off_until = 0.0
+        self.pending: set[asyncio.Task[None]] = set()
+        self._free_checked = 0.0
+        # counters for /metrics
+        self.corrupt = 0
+        self.write_errors = 0
+        self.evictions = 0
+        self.hits = 0
+
+    def path(self, name: str) -> Path:
+        return self.root / name[:2] / name[2:4] / name
+
+    @property
+    def enabled(self) -> bool:
+        return time.monotonic() >= self.off_until
+
+    @property
+    def size(self) -> int:
+        return self.policy.size
+
+    def __len__(self) -> int:
+        return len(self.policy)
+
+    # -- reads ------------------------------------------------------------------------
+
+    async def get(self, key: str) -> Entry | None:
+        name = file_name(key)
+        known = self.policy.get(name)
+        if known is None and self.indexed:
+            return None
+        path = self.path(name)
+        try:
+            size = path.stat().st_size
+            if size <= SYNC_READ_MAX:
+                data = path.read_bytes()  # page-cache reads of small files: cheaper inline
+            else:
+                data = await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            self._unindex(name)
+            return None
+        except OSError as error:
+            log.warning("disk cache read failed", extra={"fields": {"error": str(error)}})
+            return None
+        try:
+            entry = Entry.from_bytes(data)
+        except CorruptEntry as error:
+            self.corrupt += 1
+            log.warning(
+                "corrupt disk cache entry dropped",
+                extra={"fields": {"file": name, "reason": str(error)}},
+            )
+            self._remove(name)
+            return None
+        if entry.key != key:
+            return None  # a 128-bit hash collision: treat as a miss
+        if known is None:
+            self._index(name, entry.source, key, len(data))
+        self.hits += 1
+        return entry
+
+    # -- writes -----------------------------------------------------------------------
+
+    def put(self, entry: Entry) -> None:
+        """Write in the background; the response does not wait for the disk."""
+        if not self.enabled:
+            return
+        task = asyncio.get_running_loop().create_task(self._write(entry))
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+
+    async def _write(self, entry: Entry) -> None:
+        name = file_name(entry.key)
+        data = entry.to_bytes()
+        if len(data) > self.policy.capacity:
+            return
+        try:
+            await self._make_room(len(data))
+            await asyncio.to_thread(self._write_file, self.path(name), data)
+        except OSError as error:
+            self._failed(error)
+            return
+        self._index(name, entry.source, entry.key, len(data))
+
+    @staticmethod
+    def _write_file(path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{id(data):x}{TMP_SUFFIX}")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    async def _make_room(self, size: int) -> None:
+        now = time.monotonic()
+        if not self.min_free or now - self._free_checked < FREE_CHECK_S:
+            return
+        self._free_checked = now
+        stat = await asyncio.to_thread(os.statvfs, self.root if self.root.exists() else ".")
+        free = stat.f_bavail * stat.f_frsize
+        if free - size < self.min_free:
+            short = self.min_free - free + size
+            self.policy.shrink_by(short)  # evicts (and unlinks) the policy's victims
+            if free - size + short < self.min_free or not len(self.policy):
+                raise OSError(errno.ENOSPC, "below EDGE_DISK_MIN_FREE_MB")
+
+    def _failed(self, error: OSError) -> None:
+        self.write_errors += 1
+        self.off_until = time.monotonic() + RETRY_S
+        reason = {errno.ENOSPC: "disk full", errno.EROFS: "read-only"}.get(
+            error.errno or 0, error.strerror or str(error)
+        )
+        log.warning(
+            "disk cache off after a write error",
+            extra={"fields": {"reason": reason, "retry_in_s": RETRY_S}},
+        )
+
+    def set_fresh_until(self, key: str, fresh_until: float) -> None:
+        """Rewrite the freshness field in place (a 304 refresh, or a soft purge)."""
+        path = self.path(file_name(key))
+        try:
+            fd = os.open(path, os.O_WRONLY)
+        except OSError:
+            return
+        try:
+            os.pwrite(fd, FRESH.pack(fresh_until), FRESH_OFFSET)
+        except OSError as error:
+            self._failed(error)
+        finally:
+            os.close(fd)
+
+    async def flush(self) -> None:
+        """Wait for writes in progress (graceful shutdown)."""
+        if self.pending:
+            await asyncio.gather(*self.pending, return_exceptions=True)
+
+    # -- purge ------------------------------------------------------------------------
+
+    def keys_of(self, source: str) -> list[str]:
+        names = self.by_source.get(source, ())
+        found = []
+        for name in names:
+            indexed = self.policy.peek(name)
+            if indexed is not None:
+                found.append(indexed.key)
+        return found
+
+    def sources_under(self, prefix: str) -> list[str]:
+        return [source for source in self.by_source if source.startswith(prefix)]
+
+    def delete(self, key: str) -> None:
+        self._remove(file_name(key))
+
+    # -- index ------------------------------------------------------------------------
+
+    async def rebuild(self) -> None:
+        """Index the files already on disk (in a thread), oldest first."""
+        try:
+            found = await asyncio.to_thread(self._scan)
+        except OSError as error:
+            log.warning("disk cache index rebuild failed", extra={"fields": {"error": str(error)}})
+            found = []
+        for name, source, key, size, _ in sorted(found, key=lambda row: row[4]):
+            if self.policy.peek(name) is None:
+                self._index(name, source, key, size)
+        self.indexed = True
+
+    def _scan(self) -> list[tuple[str, str, str, int, float]]:
+        found: list[tuple[str, str, str, int, float]] = []
+        if not self.root.is_dir():
+            return found
+        for directory, _, files in os.walk(self.root):
+            for file in files:
+                path = Path(directory, file)
+                if file.endswith(TMP_SUFFIX):  # a write cut short by a crash
+                    path.unlink(missing_ok=True)
+                    continue
+                try:
+                    stat = path.stat()
+                    with open(path, "rb") as f:
+                        head = f.read(HEADER.size)
+                        fields = HEADER.unpack(head) if len(head) == HEADER.size else None
+                        if fields is None or fields[0] != MAGIC:
+                            raise CorruptEntry("bad header")
+                        meta_len, body_len = fields[6], fields[7]
+                        if stat.st_size != HEADER.size + meta_len + body_len:
+                            raise CorruptEntry("length mismatch")
+                        meta = Entry.meta_from(f.read(meta_len))
+                except (OSError, CorruptEntry):
+                    self.corrupt += 1
+                    path.unlink(missing_ok=True)
+                    continue
+                found.append((file, meta[0], meta[1], stat.st_size, stat.st_mtime))
+        return found
+
+    def _index(self, name: str, source: str, key: str, size: int) -> None:
+        if self.policy.put(name, _Indexed(source, key), size):
+            self.by_source.setdefault(source, set()).add(name)
+
+    def _unindex(self, name: str) -> None:
+        indexed = self.policy.pop(name)
+        if indexed is not None:
+            self._drop_source(indexed.source, name)
+
+    def _remove(self, name: str) -> None:
+        self._unindex(name)
+        with contextlib.suppress(OSError):
+            self.path(name).unlink(missing_ok=True)
+
+    def _evicted(self, name: str, indexed: _Indexed) -> None:
+        self.evictions += 1
+        self._drop_source(indexed.source, name)
+        with contextlib.suppress(OSError):
+            self.path(name).unlink(missing_ok=True)
+
+    def _drop_source(self, source: str, name: str) -> None:
+        names = self.by_source.get(source)
+        if names is not None:
+            names.discard(name)
+            if not names:
+                del self.by_source[source]

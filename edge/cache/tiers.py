@@ -1,0 +1,117 @@
+"""The tiers in order (memory, disk, shared), promotion, and purge across them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from edge.cache.disk import DiskTier
+from edge.cache.entry import Entry
+from edge.cache.memory import MemoryTier
+from edge.cache.shared import GLOBAL, SharedTier
+
+
+class TieredCache:
+    def __init__(
+        self,
+        memory: MemoryTier,
+        disk: DiskTier | None = None,
+        shared: SharedTier | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.memory = memory
+        self.disk = disk
+        self.shared = shared
+        self.wall = wall
+
+    async def lookup(self, key: str) -> tuple[Entry, str] | None:
+        """The entry and the tier that had it; a lower tier's hit fills those above it."""
+        entry = self.memory.get(key)
+        if entry is not None:
+            return entry, "memory"
+        if self.disk is not None:
+            entry = await self.disk.get(key)
+            if entry is not None:
+                self.memory.put(entry)
+                return entry, "disk"
+        if self.shared is not None:
+            entry = await self.shared.get(key)
+            if entry is not None:
+                self.memory.put(entry)
+                if self.disk is not None:
+                    self.disk.put(entry)
+                return entry, "shared"
+        return None
+
+    def store(self, entry: Entry, *, shared: bool = True) -> None:
+        self.memory.put(entry)
+        if self.disk is not None:
+            self.disk.put(entry)
+        if shared and self.shared is not None:
+            self.shared.put(entry, self.wall())
+
+    def refresh(self, entry: Entry, fresh_until: float) -> None:
+        """A revalidated entry: fresh again in every tier (the body is unchanged)."""
+        entry.fresh_until = fresh_until
+        if self.memory.policy.peek(entry.key) is not entry:
+            self.memory.put(entry)
+        if self.disk is not None:
+            self.disk.set_fresh_until(entry.key, fresh_until)
+        if self.shared is not None:
+            self.shared.put(entry, self.wall())
+
+    # -- purge ------------------------------------------------------------------------
+
+    def purge_keys(self, keys: list[str], *, soft: bool) -> int:
+        dropped = 0
+        for key in keys:
+            dropped += self._purge_key(key, soft)
+            if self.shared is not None:
+                self.shared.delete(key)  # soft or hard: L3 entries cannot be edited in place
+        return dropped
+
+    def purge_source(self, source: str, *, soft: bool) -> int:
+        keys = set(self.memory.keys_of(source))
+        if self.disk is not None:
+            keys.update(self.disk.keys_of(source))
+        dropped = sum(self._purge_key(key, soft) for key in keys)
+        if self.shared is not None:
+            self.shared.mark(source, soft, self.wall())
+        return dropped
+
+    def purge_prefix(self, prefix: str, *, soft: bool) -> int:
+        sources = set(self.memory.sources_under(prefix))
+        if self.disk is not None:
+            sources.update(self.disk.sources_under(prefix))
+        dropped = 0
+        for source in sources:
+            keys = set(self.memory.keys_of(source))
+            if self.disk is not None:
+                keys.update(self.disk.keys_of(source))
+            dropped += sum(self._purge_key(key, soft) for key in keys)
+        if self.shared is not None:
+            mark = prefix if prefix.endswith("/") else GLOBAL
+            self.shared.mark(mark, soft, self.wall())
+        return dropped
+
+    def _purge_key(self, key: str, soft: bool) -> int:
+        found = 0
+        if soft:  # stale from now on: stale-if-error and revalidation still apply
+            now = self.wall()
+            entry = self.memory.policy.peek(key)
+            if entry is not None:
+                entry.fresh_until = min(entry.fresh_until, now)
+                found = 1
+            if self.disk is not None:
+                self.disk.set_fresh_until(key, now)
+        else:
+            found = int(self.memory.pop(key) is not None)
+            if self.disk is not None:
+                self.disk.delete(key)
+        return found
+
+    async def flush(self) -> None:
+        if self.disk is not None:
+            await self.disk.flush()
+        if self.shared is not None:
+            await self.shared.flush()
