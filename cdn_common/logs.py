@@ -37,6 +37,9 @@ def configure_logging(level: str = "info") -> None:
     root.setLevel(level.upper())
 
 
+MILLIS = b'.%03dZ","level":"info","logger":"access","msg":"request",'
+
+
 class AccessLog:
     """Request lines written straight to stdout's buffer, flushed at most a second later.
 
@@ -58,18 +61,21 @@ class AccessLog:
         self._prefix = b""
 
     def write(self, fields: dict[str, Any]) -> None:
+        self.write_json(orjson.dumps(fields, default=str)[1:])
+
+    def write_json(self, rest: bytes) -> None:
+        """A line whose fields after the standard ones are `rest`: a JSON object's members
+        and its closing brace (`"a":1}`), so callers can pre-build the constant part."""
         now = time.time()
         second = int(now)
         if second != self._second:  # the formatted date changes once a second
             self._second = second
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._prefix = b'{"time":"' + stamp.encode()
-        millis = b'.%03dZ","level":"info","logger":"access","msg":"request",'
-        body = orjson.dumps(fields, default=str)
         buffer = self._buffer
         buffer += self._prefix
-        buffer += millis % (int(now * 1000) % 1000)
-        buffer += body[1:]
+        buffer += MILLIS % (int(now * 1000) % 1000)
+        buffer += rest
         buffer += b"\n"
         if len(buffer) >= self.FLUSH_BYTES:
             self.flush()

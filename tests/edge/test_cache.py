@@ -326,3 +326,21 @@ def test_a_child_edge_asks_its_parent_before_the_origin(origin: Any, tmp_path: P
         response = httpx.get(f"{orphan.url}/_/w=36/a.jpg")
         assert response.status_code == 200
         assert app.gets == 2
+
+
+def test_a_disk_tier_that_cannot_be_written_is_skipped_not_fatal(
+    origin: Any, tmp_path: Path
+) -> None:
+    _app, server = origin
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_bytes(b"a file where the cache directory should be")
+    with edge_for(server, cache_dir=str(blocked)) as edge:
+        for width in (40, 41, 40):
+            assert httpx.get(f"{edge.url}/_/w={width}/a.jpg").status_code == 200
+        for _ in range(50):
+            if metric(edge, "edge_disk_cache_write_errors_total") >= 1:
+                break
+            time.sleep(0.02)
+        assert metric(edge, "edge_disk_cache_write_errors_total") >= 1
+        assert metric(edge, "edge_disk_cache_enabled") == 0
+        assert httpx.get(f"{edge.url}/_/w=40/a.jpg").headers["cache-status"].endswith("memory")
