@@ -32,15 +32,15 @@ PATH = "/_/_/bench/photo.jpg"  # the no-options route: the origin's bytes, cache
 
 
 def small_jpeg(target: Path) -> int:
-    """A ~30 KB JPEG: the corpus photo resized when present, else a generated one."""
+    """A ~30 KB JPEG: the corpus photo at 600 px when present, else a generated one."""
     import pyvips
 
     target.parent.mkdir(parents=True)
     source = CORPUS / "ladybird.jpg"
     if source.exists():
-        image = pyvips.Image.thumbnail(str(source), 400)
+        image = pyvips.Image.thumbnail(str(source), 600)
     else:
-        noise = pyvips.Image.gaussnoise(300, 200, mean=128, sigma=40)
+        noise = pyvips.Image.gaussnoise(420, 280, mean=128, sigma=40)
         image = noise.bandjoin([noise, noise]).cast("uchar").copy(interpretation="srgb")
     data = image.jpegsave_buffer(Q=85)
     target.write_bytes(data)
