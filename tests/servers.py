@@ -60,7 +60,19 @@ def wait_for_port(port: int, timeout: float = 15) -> None:
     raise RuntimeError(f"nothing listens on port {port}")
 
 
-class MotoServer:
+class ChildServer:
+    """A server in a child process, killed on `stop`."""
+
+    process: subprocess.Popen[bytes] | None = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+
+class MotoServer(ChildServer):
     """A real S3 API endpoint over HTTP (moto's server mode) in a child process."""
 
     def __init__(self, port: int | None = None) -> None:
@@ -77,12 +89,6 @@ class MotoServer:
         wait_for_port(self.port)
         return self
 
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(10)
-            self.process = None
-
     def create_bucket(self, name: str) -> None:
         httpx.put(f"{self.endpoint}/{name}").raise_for_status()
 
@@ -96,7 +102,7 @@ def moto_server() -> Iterator[MotoServer]:
         server.stop()
 
 
-class ServiceProcess:
+class ServiceProcess(ChildServer):
     """A real redis-server or memcached on a free loopback port, in a child process."""
 
     def __init__(self, kind: str, port: int | None = None) -> None:
@@ -139,9 +145,3 @@ class ServiceProcess:
         )
         wait_for_port(self.port)
         return self
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(10)
-            self.process = None
