@@ -347,7 +347,8 @@ class EdgeApp:
                 fetched, timing = await self._source(ask.source, ask.deadline, reserve)
             else:
                 timing = f"origin;dur={fetched.seconds * 1000:.1f}"
-            entry, more = await self._make(ask, fetched)
+            lifetime = self._lifetime(fetched)
+            entry, more = await self._make(ask, fetched, lifetime)
             timing += more
         except HTTPError as error:
             if 400 <= error.status < 500 and self.settings.negative_ttl_s:
@@ -356,11 +357,11 @@ class EdgeApp:
         finally:
             if held:
                 await self.pool.release_source(held)
-        if self._lifetime(fetched) is not None:
+        if lifetime is not None:
             self.cache.store(entry)
         return entry, timing
 
-    async def _make(self, ask: Ask, fetched: Fetched) -> tuple[Entry, str]:
+    async def _make(self, ask: Ask, fetched: Fetched, lifetime: float | None) -> tuple[Entry, str]:
         spec = ask.spec
         origin_etag = None
         timing = ""
@@ -393,19 +394,19 @@ class EdgeApp:
             headers.append((b"last-modified", fetched.last_modified.encode("latin-1")))
         if ask.auto:
             headers.append((b"vary", b"Accept"))
-        return self._entry(ask, fetched, 200, body, headers, etag.encode()), timing
+        return self._entry(ask, fetched, lifetime, 200, body, headers, etag.encode()), timing
 
     def _entry(
         self,
         ask: Ask,
         fetched: Fetched,
+        lifetime: float | None,
         status: int,
         body: bytes,
         headers: list[tuple[bytes, bytes]],
         etag: bytes,
     ) -> Entry:
         cc = directives(fetched.cache_control)
-        lifetime = self._lifetime(fetched)
         received = fetched.received or self.wall()
         settings = self.settings
         swr = cc.get("stale-while-revalidate")
@@ -488,8 +489,9 @@ class EdgeApp:
             headers.append((b"last-modified", fetched.last_modified.encode("latin-1")))
         if ask.auto:
             headers.append((b"vary", b"Accept"))
-        entry = self._entry(ask, fetched, 200, fetched.body, headers, etag)
-        if self._lifetime(fetched) is not None:
+        lifetime = self._lifetime(fetched)
+        entry = self._entry(ask, fetched, lifetime, 200, fetched.body, headers, etag)
+        if lifetime is not None:
             self.cache.store(entry)
         self.stats.count("parent")
         return entry, f"parent;dur={fetched.seconds * 1000:.1f}"

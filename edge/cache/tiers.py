@@ -71,10 +71,7 @@ class TieredCache:
         return dropped
 
     def purge_source(self, source: str, *, soft: bool) -> int:
-        keys = set(self.memory.keys_of(source))
-        if self.disk is not None:
-            keys.update(self.disk.keys_of(source))
-        dropped = sum(self._purge_key(key, soft) for key in keys)
+        dropped = sum(self._purge_key(key, soft) for key in self._keys_of(source))
         if self.shared is not None:
             self.shared.mark(source, soft, self.wall())
         return dropped
@@ -85,14 +82,18 @@ class TieredCache:
             sources.update(self.disk.sources_under(prefix))
         dropped = 0
         for source in sources:
-            keys = set(self.memory.keys_of(source))
-            if self.disk is not None:
-                keys.update(self.disk.keys_of(source))
-            dropped += sum(self._purge_key(key, soft) for key in keys)
+            dropped += sum(self._purge_key(key, soft) for key in self._keys_of(source))
         if self.shared is not None:
             mark = prefix if prefix.endswith("/") else GLOBAL
             self.shared.mark(mark, soft, self.wall())
         return dropped
+
+    def _keys_of(self, source: str) -> set[str]:
+        """Every key this node holds for the source, in memory or on disk."""
+        keys = set(self.memory.keys_of(source))
+        if self.disk is not None:
+            keys.update(self.disk.keys_of(source))
+        return keys
 
     def _purge_key(self, key: str, soft: bool) -> int:
         found = 0
