@@ -87,6 +87,18 @@ async def send_error(send: Send, error: HTTPError, *, head: bool) -> None:
 
 
 class AccessMiddleware:
+    @staticmethod
+    def _flushing(send: Send, access_log: AccessLog) -> Send:
+        """Write buffered request lines before the process may exit: uvicorn ends a
+        SIGTERM shutdown by re-raising the signal, so no atexit hook would run."""
+
+        async def lifespan_send(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                access_log.flush()
+            await send(message)
+
+        return lifespan_send
+
     def __init__(
         self,
         app: ASGIApp,
@@ -102,6 +114,8 @@ class AccessMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "lifespan" and self.access_log is not None:
+                send = self._flushing(send, self.access_log)
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()

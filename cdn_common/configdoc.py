@@ -1,12 +1,14 @@
 """The configuration reference, generated from the settings: `python -m cdn_common.configdoc`.
 
-The README's tables are this output; a test fails when they drift apart.
+The README's tables are this output (`--write README.md` puts them in place); a test
+fails when they drift apart.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+from pathlib import Path
 from typing import Any
 
 from pydantic.fields import FieldInfo
@@ -49,7 +51,11 @@ def table(service: str) -> str:
     cls = _load(SERVICES[service])
     prefix = str(cls.model_config.get("env_prefix", ""))
     lines = ["| environment | TOML key | type | default | meaning |", "|---|---|---|---|---|"]
-    for name, field in cls.model_fields.items():
+    shared = ServiceSettings.model_fields
+    # the service's own settings first, then the ones every service has
+    names = [n for n in cls.model_fields if n not in shared] + list(shared)
+    for name in names:
+        field = cls.model_fields[name]
         lines.append(
             f"| `{prefix}{name.upper()}` | `{name}` | {_type(field)} | `{_default(field)}` "
             f"| {field.description or ''} |"
@@ -57,8 +63,24 @@ def table(service: str) -> str:
     return "\n".join(lines)
 
 
+def write(path: Path) -> None:
+    """Replace each `<!-- {service}-settings:begin/end -->` block of `path` in place."""
+    text = path.read_text()
+    for service in SERVICES:
+        begin, end = f"<!-- {service}-settings:begin -->", f"<!-- {service}-settings:end -->"
+        head, _, rest = text.partition(begin)
+        _, _, tail = rest.partition(end)
+        if rest:
+            text = f"{head}{begin}\n{table(service)}\n{end}{tail}"
+    path.write_text(text)
+
+
 def main() -> None:
-    for service in sys.argv[1:] or list(SERVICES):
+    args = sys.argv[1:]
+    if args[:1] == ["--write"] and len(args) == 2:
+        write(Path(args[1]))
+        return
+    for service in args or list(SERVICES):
         print(table(service))
 
 

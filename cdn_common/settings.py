@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -20,6 +20,14 @@ class ConfigError(Exception):
 
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="forbid", case_sensitive=False)
+
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Threshold for warnings and errors in the JSON log."
+    )
+    access_log: bool = Field(True, description="One JSON log line per request.")
+    shutdown_grace_s: float = Field(
+        10, ge=0, description="On SIGTERM: time given to requests in flight before closing."
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -42,6 +50,7 @@ def split_list(value: Any) -> Any:
 
 
 S = TypeVar("S", bound=ServiceSettings)
+SERVICES = ("edge", "origin")  # the TOML tables a shared profile file may have
 
 
 def load_settings(cls: type[S], config_file: Path | None = None) -> S:
@@ -54,10 +63,26 @@ def load_settings(cls: type[S], config_file: Path | None = None) -> S:
             raise ConfigError(f"cannot read config file {config_file}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
+    values = _section(cls, values)
     try:
         return cls(**values)
     except ValidationError as exc:
         raise ConfigError(_one_line(cls, exc)) from None
+
+
+def _section(cls: type[ServiceSettings], values: dict[str, Any]) -> dict[str, Any]:
+    """A profile may hold both services as `[edge]` and `[origin]` tables; each service
+    reads its own (a file with neither is one service's settings, flat)."""
+    if not any(isinstance(values.get(name), dict) for name in SERVICES):
+        return values
+    own = str(cls.model_config.get("env_prefix", "")).rstrip("_").lower()
+    strays = [key for key in values if key not in SERVICES]
+    if strays:
+        raise ConfigError(
+            f"invalid configuration: {', '.join(strays)} outside the [edge]/[origin] tables"
+        )
+    section = values.get(own, {})
+    return section if isinstance(section, dict) else {}
 
 
 def _one_line(cls: type[ServiceSettings], exc: ValidationError) -> str:

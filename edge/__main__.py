@@ -43,7 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     from edge.workers import configure_libvips
 
     configure_libvips(settings.workers)
-    serve(build_app(settings), settings.host, settings.port, name="edge")
+    serve(
+        build_app(settings),
+        settings.host,
+        settings.port,
+        name="edge",
+        grace_s=settings.shutdown_grace_s,
+    )
     return 0
 
 

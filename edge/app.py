@@ -12,6 +12,7 @@ origin fails.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import hashlib
 import json
@@ -74,6 +75,10 @@ LOOP_TOKEN = "edge"  # noqa: S105 - not a secret: our CDN-Loop (RFC 8586) token:
 FORWARDED_HEADERS = ("authorization", "content-type", "content-length", "if-match", "if-none-match")
 
 
+async def _true() -> bool:
+    return True
+
+
 def classify(path: str) -> str:
     if path in ("/healthz", "/readyz"):
         return "health"
@@ -90,6 +95,22 @@ def redact(raw_path: str) -> str:
         return raw_path
     _, _, rest = raw_path[1:].partition("/")
     return "/-/" + rest
+
+
+# Server-Timing names -> access-log fields (milliseconds)
+TIMING_FIELDS = {"origin": "upstream_ms", "parent": "upstream_ms", "transform": "transform_ms"}
+
+
+def timing_fields(timing: str) -> dict[str, float]:
+    """`origin;dur=12.5, transform;dur=3.1` -> {"upstream_ms": 12.5, "transform_ms": 3.1}."""
+    fields = {}
+    for part in timing.split(","):
+        name, _, rest = part.strip().partition(";")
+        field = TIMING_FIELDS.get(name)
+        if field is not None and rest.startswith("dur="):
+            with contextlib.suppress(ValueError):
+                fields[field] = float(rest[4:])
+    return fields
 
 
 def accept_class(accept: bytes) -> str:
@@ -165,13 +186,8 @@ class EdgeApp:
         if path == "/healthz":
             await send_response(send, 200, b"ok\n", b"text/plain")
         elif path == "/readyz":
-            ready = await self.fetcher.origin_ready()
-            await send_response(
-                send,
-                200 if ready else 503,
-                b"ready\n" if ready else b"origin unreachable\n",
-                b"text/plain",
-            )
+            problem = await self._unready()
+            await send_response(send, 503 if problem else 200, problem or b"ready\n", b"text/plain")
         elif path == "/metrics":
             await send_response(send, 200, self.metrics.render(), b"text/plain; version=0.0.4")
         elif path == "/_purge":
@@ -180,6 +196,18 @@ class EdgeApp:
             await self._purge(scope, receive, send)
         else:
             await self._image(scope, receive, send)
+
+    async def _unready(self) -> bytes:
+        """Why this node should not get traffic yet, or b"" when it should."""
+        disk = self.cache.disk
+        origin, writable = await asyncio.gather(
+            self.fetcher.origin_ready(), disk.writable() if disk is not None else _true()
+        )
+        if not origin:
+            return b"origin unreachable\n"
+        if not writable:
+            return b"disk cache not writable\n"
+        return b""
 
     async def _start(self) -> None:
         # everything loaded so far lives as long as the process: keep it out of the
@@ -242,6 +270,7 @@ class EdgeApp:
         async with asyncio.timeout(self.settings.deadline_s + 1):
             entry, status, timing = await self._lookup(ask)
         scope["log"]["cache"] = status
+        scope["log"].update(timing_fields(timing))
         await self._send(scope, send, headers, ask, entry, status, timing)
 
     async def _lookup(self, ask: Ask) -> tuple[Entry, str, str]:

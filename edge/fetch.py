@@ -202,11 +202,13 @@ class Fetcher:
         return response.status_code, kept, response.content
 
     async def origin_ready(self) -> bool:
+        """The origin answers: our origin's /healthz, or any non-5xx from another HTTP
+        origin (a sidecar's application serves static files, not /healthz)."""
         try:
             response = await self._origin.get(f"{self.origin_url}/healthz", timeout=2.0)
         except httpx.HTTPError:
             return False
-        return response.status_code == 200
+        return response.status_code < 500
 
     async def close(self) -> None:
         await self._origin.aclose()

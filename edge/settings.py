@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
@@ -105,10 +105,6 @@ class EdgeSettings(ServiceSettings):
     webp_effort: int = Field(2, ge=0, le=6, description="WebP encoder effort (0 fastest).")
     avif_effort: int = Field(3, ge=0, le=9, description="AVIF encoder effort (0 fastest).")
     png_effort: int = Field(3, ge=1, le=10, description="PNG zlib level (1 fastest).")
-    log_level: Literal["debug", "info", "warning", "error"] = Field(
-        "info", description="Threshold for warnings and errors in the JSON log."
-    )
-    access_log: bool = Field(True, description="One JSON log line per request.")
 
     @field_validator("signing_keys", "allowed_sources", "purge_keys", "parent_url", mode="before")
     @classmethod

@@ -49,7 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"origin: invalid configuration: ORIGIN_STORAGE: {exc}", file=sys.stderr)
         return 2
-    serve(build_app(settings, store), settings.host, settings.port, name="origin")
+    serve(
+        build_app(settings, store),
+        settings.host,
+        settings.port,
+        name="origin",
+        grace_s=settings.shutdown_grace_s,
+    )
     return 0
 
 

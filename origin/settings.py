@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
@@ -39,10 +39,6 @@ class OriginSettings(ServiceSettings):
     cache_control: str = Field(
         "public, max-age=3600", description="Cache-Control sent with every blob."
     )
-    log_level: Literal["debug", "info", "warning", "error"] = Field(
-        "info", description="Threshold for warnings and errors in the JSON log."
-    )
-    access_log: bool = Field(True, description="One JSON log line per request.")
 
     @field_validator("purge_webhooks", mode="before")
     @classmethod

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import uvicorn
@@ -145,3 +149,54 @@ class ServiceProcess(ChildServer):
         )
         wait_for_port(self.port)
         return self
+
+
+class PythonService(ChildServer):
+    """`python -m edge|origin [--config FILE]` as operators run it, on a free port, its
+    stdout (the JSON log) kept in a file."""
+
+    def __init__(
+        self,
+        module: str,
+        env: dict[str, str],
+        log: Path,
+        config: Path | None = None,
+    ) -> None:
+        self.module = module
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        prefix = module.upper()
+        self.env = {
+            **os.environ,
+            f"{prefix}_HOST": "127.0.0.1",
+            f"{prefix}_PORT": str(self.port),
+            **env,
+        }
+        self.args = [sys.executable, "-m", module] + (["--config", str(config)] if config else [])
+        self.log = log
+
+    def start(self, timeout: float = 30) -> PythonService:
+        with open(self.log, "wb") as out:
+            self.process = subprocess.Popen(
+                self.args, env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.module} exited: {self.log.read_text()[-2000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.module} did not start: {self.log.read_text()[-2000:]}")
+
+    def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM, then the exit code once the process is gone."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout)
+        self.process = None
+        return code
+
+    def lines(self) -> list[dict[str, object]]:
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line]

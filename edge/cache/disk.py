@@ -185,6 +185,22 @@ class DiskTier:
         finally:
             os.close(fd)
 
+    async def writable(self) -> bool:
+        """For /readyz: the tier is on and a file can be created in its directory."""
+        if not self.enabled:
+            return False
+        try:
+            await asyncio.to_thread(self._probe)
+        except OSError:
+            return False
+        return True
+
+    def _probe(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        probe = self.root / f".probe.{os.getpid()}{TMP_SUFFIX}"
+        probe.write_bytes(b"")
+        probe.unlink()
+
     async def flush(self) -> None:
         """Wait for writes in progress (graceful shutdown)."""
         if self.pending:

@@ -3,6 +3,7 @@ answers conditional requests, and can be told to fail. Served over a real socket
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass, field
 
@@ -30,6 +31,7 @@ class CountingOrigin:
     conditional: int = 0
     not_modified: int = 0
     fail_with: int | None = None  # answer every request with this status
+    delay: float = 0.0  # seconds before answering a blob request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -38,6 +40,8 @@ class CountingOrigin:
             await self._send(send, 200, b"ok", [])
             return
         self.gets += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.fail_with is not None:
             await self._send(send, self.fail_with, b"failing", [])
             return

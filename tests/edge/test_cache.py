@@ -344,3 +344,15 @@ def test_a_disk_tier_that_cannot_be_written_is_skipped_not_fatal(
         assert metric(edge, "edge_disk_cache_write_errors_total") >= 1
         assert metric(edge, "edge_disk_cache_enabled") == 0
         assert httpx.get(f"{edge.url}/_/w=40/a.jpg").headers["cache-status"].endswith("memory")
+        ready = httpx.get(f"{edge.url}/readyz")
+        assert (ready.status_code, ready.text) == (503, "disk cache not writable\n")
+
+
+def test_ready_when_the_origin_answers_and_the_disk_tier_is_writable(
+    origin: Any, tmp_path: Path
+) -> None:
+    _app, server = origin
+    with edge_for(server, cache_dir=str(tmp_path / "cache")) as edge:
+        ready = httpx.get(f"{edge.url}/readyz")
+    assert (ready.status_code, ready.text) == (200, "ready\n")
+    assert list((tmp_path / "cache").iterdir()) == []  # the probe file is gone
