@@ -249,37 +249,31 @@ def _millis(value: str) -> float:
     return float(value)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=8)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--only", help="run workloads whose name contains this")
-    parser.add_argument(
-        "--cached-sources",
-        action="store_true",
-        help="unique URLs over 4 sources held in the edge's source cache (no fetch per request)",
-    )
-    args = parser.parse_args()
-    rows = []
+Row = tuple[Workload, float, float, float, dict[str, float], float]
+
+
+def measure(
+    seconds: float, concurrency: int, only: str | None = None, cached_sources: bool = False
+) -> list[Row]:
+    """Per workload: plain 1 process, N processes, N threads, the edge's figures, best plain."""
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         for work in WORKLOADS:
-            if args.only and args.only not in work.name:
+            if only and only not in work.name:
                 continue
             data = sample(work.sample)
-            one = plain_processes(data, work, 1, args.seconds)
-            procs = plain_processes(data, work, CORES, args.seconds)
-            threads = plain_threads(data, work, CORES, args.seconds)
-            edge = bench_edge(
-                Path(tmp), data, work, args.seconds, args.concurrency, args.cached_sources
-            )
+            one = plain_processes(data, work, 1, seconds)
+            procs = plain_processes(data, work, CORES, seconds)
+            threads = plain_threads(data, work, CORES, seconds)
+            edge = bench_edge(Path(tmp), data, work, seconds, concurrency, cached_sources)
             best = max(one, procs, threads)
             rows.append((work, one, procs, threads, edge, best))
             plain = f"1p {one:.1f}, {CORES}p {procs:.1f}, {CORES}t {threads:.1f}"
             print(f"{work.name}: {plain}, edge {edge['rps']:.1f}/s", file=sys.stderr, flush=True)
-    print(
-        f"\nmachine: {platform.machine()}, {CORES} cores, Python {platform.python_version()}; "
-        f"{args.seconds:g} s per run, edge driven by {DRIVER} with {args.concurrency} connections\n"
-    )
+    return rows
+
+
+def table(rows: list[Row]) -> str:
     columns = [
         "workload",
         "plain 1 process",
@@ -291,8 +285,7 @@ def main() -> int:
         "p99 ms",
         "edge peak RSS MB",
     ]
-    print("| " + " | ".join(columns) + " |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    lines = ["| " + " | ".join(columns) + " |", "|---|---|---|---|---|---|---|---|---|"]
     for work, one, procs, threads, edge, best in rows:
         cells = [
             work.name,
@@ -305,7 +298,27 @@ def main() -> int:
             f"{edge['p99']:.0f}",
             f"{edge['rss']:.0f}",
         ]
-        print("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--only", help="run workloads whose name contains this")
+    parser.add_argument(
+        "--cached-sources",
+        action="store_true",
+        help="unique URLs over 4 sources held in the edge's source cache (no fetch per request)",
+    )
+    args = parser.parse_args()
+    rows = measure(args.seconds, args.concurrency, args.only, args.cached_sources)
+    print(
+        f"\nmachine: {platform.machine()}, {CORES} cores, Python {platform.python_version()}; "
+        f"{args.seconds:g} s per run, edge driven by {DRIVER} with {args.concurrency} connections\n"
+    )
+    print(table(rows))
     return 0
 
 

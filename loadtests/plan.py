@@ -1,0 +1,234 @@
+"""`python -m loadtests plan`: turn a traffic profile into nodes, caches and bandwidth.
+
+    python -m loadtests plan --dau 1000000 --views-per-user 20 --peak-factor 3 \\
+        --images 100000 --variants-per-image 5 --original-kb 2000 --variant-kb 50 \\
+        --retention-days 365 --uploads-per-day 1000 --target-hit 0.9
+
+The back-of-the-envelope an architect would do, with every step shown: QPS at the edge
+and the origin, origin storage, cache sizes for the target hit ratio (from the S3-FIFO
+simulator's curve for Zipf traffic), egress, and edge nodes from the per-process and
+per-core throughput that `python -m loadtests bench` measured (its results file, not
+typed-in numbers). Units are decimal: 1 KB = 1,000 bytes, 1 GB = 10^9 bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import math
+import random
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from loadtests.bench import RESULTS
+
+DAY = 86_400
+KB = 1_000
+Curve = Callable[[float], float]  # hit ratio for a cache of this fraction of the working set
+FRACTIONS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+
+
+@dataclass(frozen=True)
+class Profile:
+    dau: float
+    views_per_user: float
+    peak_factor: float
+    images: float
+    variants_per_image: float
+    original_kb: float
+    variant_kb: float
+    retention_days: float
+    uploads_per_day: float
+    target_hit: float
+    l1_share: float = 0.8  # of the hits, the share memory should serve
+    alpha: float = 0.9
+    cores_per_node: int = 8
+    utilisation: float = 0.6
+
+
+@dataclass(frozen=True)
+class Measured:
+    l1_rps: float  # one edge process, L1 hits
+    l2_rps: float  # one edge process, L2 (disk) hits
+    transform_per_core: float  # unique-URL transforms a second per core, mean of workloads
+
+    @classmethod
+    def from_results(cls, path: Path) -> Measured:
+        data = json.loads(path.read_text())
+        hits = {h["name"]: h["rps"] for h in data["hits"]}
+        per_core = [t["edge_rps"] / data["cores"] for t in data["transforms"]]
+        return cls(hits["edge L1 hit"], hits["edge L2 hit"], sum(per_core) / len(per_core))
+
+
+def simulated_curve(alpha: float, requests_per_object: float) -> Curve:
+    """Hit ratio against cache size from the S3-FIFO simulator (10,000 objects, 5-500 KB),
+    with as many requests per object as the profile's day has (so one-hit wonders count)."""
+    from loadtests.simulate import run_s3fifo, sizes, zipf_trace
+
+    rng = random.Random(1)
+    objects = 10_000
+    size_of = sizes(objects, rng)
+    requests = int(objects * min(max(requests_per_object, 1.0), 10.0))
+    trace = zipf_trace(objects, requests, alpha, rng)
+    total = sum(size_of)
+    points = [(0.0, 0.0)] + [
+        (f, run_s3fifo(trace, size_of, int(total * f)).hit_ratio) for f in FRACTIONS
+    ]
+
+    def curve(fraction: float) -> float:
+        xs = [x for x, _ in points]
+        i = min(bisect.bisect_left(xs, fraction), len(points) - 1)
+        (x0, y0), (x1, y1) = points[max(i - 1, 0)], points[i]
+        return y1 if x1 == x0 else y0 + (y1 - y0) * (fraction - x0) / (x1 - x0)
+
+    return curve
+
+
+def fraction_for(curve: Curve, hit: float) -> float | None:
+    """The smallest cache fraction reaching `hit` (bisection; the curve rises), or None."""
+    if curve(1.0) < hit:
+        return None
+    low, high = 0.0, 1.0
+    for _ in range(50):
+        middle = (low + high) / 2
+        low, high = (middle, high) if curve(middle) < hit else (low, middle)
+    return high
+
+
+def plan(p: Profile, m: Measured, curve: Curve) -> dict[str, float]:
+    out: dict[str, float] = {}
+    out["views_per_day"] = p.dau * p.views_per_user
+    out["avg_qps"] = out["views_per_day"] / DAY
+    out["peak_qps"] = out["avg_qps"] * p.peak_factor
+    reachable = curve(1.0)
+    hit = min(p.target_hit, reachable)
+    out["hit_ratio"] = hit
+    out["origin_peak_qps"] = out["peak_qps"] * (1 - hit)
+    out["origin_avg_qps"] = out["avg_qps"] * (1 - hit)
+    stored = p.images + p.uploads_per_day * p.retention_days
+    out["storage_bytes"] = stored * p.original_kb * KB
+    out["working_set_bytes"] = p.images * p.variants_per_image * p.variant_kb * KB
+    fleet = fraction_for(curve, hit) or 1.0
+    memory = fraction_for(curve, hit * p.l1_share) or fleet
+    out["cache_bytes"] = fleet * out["working_set_bytes"]
+    out["memory_bytes"] = memory * out["working_set_bytes"]
+    out["egress_peak_bits"] = out["peak_qps"] * p.variant_kb * KB * 8
+    out["egress_day_bytes"] = out["views_per_day"] * p.variant_kb * KB
+    l1_qps = out["peak_qps"] * hit * p.l1_share
+    l2_qps = out["peak_qps"] * hit * (1 - p.l1_share)
+    # hits are served by the node's one edge process (one core's worth of event loop)
+    out["hit_process_load"] = l1_qps / m.l1_rps + l2_qps / m.l2_rps
+    out["hit_nodes"] = out["hit_process_load"] / p.utilisation
+    # transforms use the node's other cores through libvips threads
+    out["transform_cores"] = out["origin_peak_qps"] / m.transform_per_core
+    out["transform_nodes"] = out["transform_cores"] / ((p.cores_per_node - 1) * p.utilisation)
+    out["nodes"] = math.ceil(max(out["hit_nodes"], out["transform_nodes"], 1e-9)) + 1
+    out["l1_per_node_bytes"] = out["memory_bytes"] / out["nodes"]
+    out["l2_per_node_bytes"] = out["cache_bytes"] / out["nodes"]
+    out["l3_bytes"] = out["cache_bytes"]
+    out["reachable_hit"] = reachable
+    return out
+
+
+def _si(value: float, unit: str) -> str:
+    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:,.2f} {prefix}{unit}"
+    return f"{value:,.2f} {unit}"
+
+
+def report(p: Profile, m: Measured, r: dict[str, float], source: str) -> str:
+    hit = r["hit_ratio"]
+    lines = [
+        "Traffic",
+        f"  views a day      = {p.dau:,.0f} users x {p.views_per_user:g} views "
+        f"= {r['views_per_day']:,.0f}",
+        f"  average QPS      = {r['views_per_day']:,.0f} / 86,400 s = {r['avg_qps']:,.1f}",
+        f"  peak QPS         = {r['avg_qps']:,.1f} x {p.peak_factor:g} = {r['peak_qps']:,.1f}",
+        "Origin",
+        f"  peak QPS         = {r['peak_qps']:,.1f} x (1 - {hit:.2f} hit ratio) "
+        f"= {r['origin_peak_qps']:,.1f} (average {r['origin_avg_qps']:,.1f})",
+        f"  storage          = ({p.images:,.0f} images + {p.uploads_per_day:,.0f}/day x "
+        f"{p.retention_days:g} days) x {p.original_kb:,.0f} KB = {_si(r['storage_bytes'], 'B')}",
+        "Caches",
+        f"  working set      = {p.images:,.0f} images x {p.variants_per_image:g} variants x "
+        f"{p.variant_kb:,.0f} KB = {_si(r['working_set_bytes'], 'B')}",
+        f"  for {hit:.0%} hits   = {r['cache_bytes'] / r['working_set_bytes']:.1%} of it "
+        f"= {_si(r['cache_bytes'], 'B')} across the fleet (S3-FIFO, Zipf {p.alpha:g})",
+        f"  memory share     = {p.l1_share:.0%} of hits from L1 = "
+        f"{_si(r['memory_bytes'], 'B')} across the fleet",
+        f"  L1 per node      = {_si(r['l1_per_node_bytes'], 'B')} (EDGE_MEMORY_CACHE_MB)",
+        f"  L2 per node      = {_si(r['l2_per_node_bytes'], 'B')} (EDGE_DISK_CACHE_MB; "
+        "the load balancer hashes URLs, so nodes hold disjoint shares)",
+        f"  L3 shared        = {_si(r['l3_bytes'], 'B')} (Redis/memcached for the fleet)",
+        "Egress",
+        f"  peak             = {r['peak_qps']:,.1f} x {p.variant_kb:,.0f} KB x 8 = "
+        f"{_si(r['egress_peak_bits'], 'bit/s')}",
+        f"  a day            = {r['views_per_day']:,.0f} x {p.variant_kb:,.0f} KB = "
+        f"{_si(r['egress_day_bytes'], 'B')}",
+        f"Edge nodes (measured: {source})",
+        f"  hit path         = {m.l1_rps:,.0f} L1 hits/s and {m.l2_rps:,.0f} L2 hits/s per "
+        f"edge process; load {r['hit_process_load']:.3f} process / {p.utilisation:.0%} "
+        f"= {r['hit_nodes']:.2f} nodes",
+        f"  transforms       = {r['origin_peak_qps']:,.1f}/s / {m.transform_per_core:.1f} per "
+        f"core = {r['transform_cores']:.2f} cores / ({p.cores_per_node - 1} cores x "
+        f"{p.utilisation:.0%}) = {r['transform_nodes']:.2f} nodes",
+        f"  nodes            = ceil(max) + 1 spare = {r['nodes']:.0f} nodes of "
+        f"{p.cores_per_node} cores",
+        "Assumptions",
+        "  - one edge process per node serves the hits (one core); libvips uses the others",
+        "  - every miss is a transform of a fetched source (the source cache makes it fewer)",
+        f"  - popularity is Zipf with alpha {p.alpha:g}; variants are equally large",
+        f"  - nodes run at most {p.utilisation:.0%} busy at peak; one spare node for failures",
+        "  - bench figures come from the bench machine; scale them by your cores' speed",
+    ]
+    if r["reachable_hit"] < p.target_hit:
+        lines.append(
+            f"  ! a {p.target_hit:.0%} hit ratio is out of reach: with these requests per "
+            f"variant, even a cache of the whole working set hits {r['reachable_hit']:.1%}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtests plan", description=__doc__)
+    add = parser.add_argument
+    add("--dau", type=float, default=1_000_000, help="daily active users")
+    add("--views-per-user", type=float, default=20, help="image views per user per day")
+    add("--peak-factor", type=float, default=3, help="peak QPS over the day's average")
+    add("--images", type=float, default=100_000, help="distinct original images")
+    add("--variants-per-image", type=float, default=5)
+    add("--original-kb", type=float, default=2000)
+    add("--variant-kb", type=float, default=50)
+    add("--retention-days", type=float, default=365)
+    add("--uploads-per-day", type=float, default=1000)
+    add("--target-hit", type=float, default=0.95)
+    add("--l1-share", type=float, default=0.8, help="share of hits served from memory")
+    add("--alpha", type=float, default=0.9, help="Zipf popularity exponent")
+    add("--cores-per-node", type=int, default=8)
+    add("--utilisation", type=float, default=0.6, help="busiest a node should be at peak")
+    add("--bench", type=Path, default=RESULTS, help="results of python -m loadtests bench")
+    args = parser.parse_args(argv)
+    if not args.bench.exists():
+        parser.error(f"{args.bench} is missing: run python -m loadtests bench first")
+    profile = Profile(
+        **{
+            name: getattr(args, name)
+            for name in Profile.__dataclass_fields__
+            if hasattr(args, name)
+        }
+    )
+    measured = Measured.from_results(args.bench)
+    views_per_variant = (
+        profile.dau * profile.views_per_user / (profile.images * profile.variants_per_image)
+    )
+    curve = simulated_curve(profile.alpha, views_per_variant)
+    print(report(profile, measured, plan(profile, measured, curve), str(args.bench)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
