@@ -15,7 +15,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cdn_common.errors import HTTPError, error_body
+from cdn_common.errors import HeadersTooLarge, HTTPError, URITooLong, error_body
 from cdn_common.logs import AccessLog
 from cdn_common.metrics import RequestSeries
 
@@ -86,6 +86,20 @@ async def send_error(send: Send, error: HTTPError, *, head: bool) -> None:
     await send({"type": "http.response.body", "body": b"" if head else body})
 
 
+MAX_URL_BYTES = 8192  # as nginx's large_client_header_buffers; no image URL needs more
+MAX_HEADER_BYTES = 32768
+
+
+def _check_sizes(scope: Scope) -> None:
+    """414/431 before any parsing: the server has the bytes already, but nothing of ours
+    (parsers, logs, cache keys) should work on megabytes of URL or headers."""
+    raw = scope.get("raw_path") or scope["path"].encode()
+    if len(raw) + len(scope.get("query_string", b"")) > MAX_URL_BYTES:
+        raise URITooLong()
+    if sum(len(name) + len(value) for name, value in scope["headers"]) > MAX_HEADER_BYTES:
+        raise HeadersTooLarge()
+
+
 class AccessMiddleware:
     @staticmethod
     def _flushing(send: Send, access_log: AccessLog) -> Send:
@@ -137,6 +151,7 @@ class AccessMiddleware:
         series = self.metrics.requests
         series.in_flight += 1
         try:
+            _check_sizes(scope)
             await self.app(scope, receive, observe)
         except HTTPError as error:
             if started:
@@ -154,7 +169,7 @@ class AccessMiddleware:
             if self.access_log is not None:
                 fields.update(
                     method=scope["method"],
-                    path=fields.get("path", scope["path"]),
+                    path=fields.get("path", scope["path"][:256]),
                     status=status,
                     bytes=sent,
                     duration_ms=round(elapsed * 1000, 3),

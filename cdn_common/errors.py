@@ -77,6 +77,16 @@ class PayloadTooLarge(HTTPError):
     message = "payload too large"
 
 
+class URITooLong(HTTPError):
+    status = 414
+    message = "URL too long"
+
+
+class HeadersTooLarge(HTTPError):
+    status = 431
+    message = "request headers too large"
+
+
 class UnsupportedMedia(HTTPError):
     status = 415
     message = "unsupported media type"

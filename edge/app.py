@@ -52,7 +52,7 @@ from edge.fetch import Fetched, Fetcher
 from edge.freshness import directives, freshness_lifetime
 from edge.options import TransformSpec
 from edge.pipeline.plan import CONTENT_TYPES, SourceInfo
-from edge.pipeline.render import Encoding, Limits, Rendered, prepare, render
+from edge.pipeline.render import Encoding, Limits, Rendered, prepare, probe, render
 from edge.settings import EdgeSettings
 from edge.sourcecache import PIVOT_SIDE, SourceCache
 from edge.stats import EdgeStats
@@ -395,6 +395,9 @@ class EdgeApp:
         origin_etag = None
         timing = ""
         if spec.is_identity and _passthrough(fetched):
+            # not decoded, but never a bomb: the header's size and frames against the limits
+            if probe(fetched.body, self.limits).pages > self.limits.max_frames:
+                raise PayloadTooLarge("source has too many frames")
             body, content_type = fetched.body, fetched.content_type.split(";")[0]
             if fetched.etag and fetched.etag.startswith('"'):
                 origin_etag = fetched.etag  # the origin's strong tag names these very bytes

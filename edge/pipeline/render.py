@@ -44,6 +44,14 @@ _LOADERS = {
     "jxlload": "jxl",
 }
 _SVG_DTD = re.compile(rb"<!(DOCTYPE|ENTITY)", re.IGNORECASE)
+# What a drawing never needs and an attack does: scripts, event handlers, and references
+# leaving the document (href/src/url() to anything but "#fragment" or "data:"). librsvg
+# loads none of these here anyway (tested); refusing them is the second wall.
+_SVG_ACTIVE = re.compile(
+    rb"<script|\son[a-z]+\s*=|(?:href|src)\s*=\s*[\"']\s*(?!#|data:)|url\(\s*[\"']?\s*(?!#|data:)"
+    rb"|@import",
+    re.IGNORECASE,
+)
 
 
 class UnprocessableImage(HTTPError):
@@ -94,8 +102,12 @@ def probe(data: bytes, limits: Limits) -> SourceInfo:
         raise UnsupportedMedia("source is not an image this edge can decode")
     if kind == "heif" and meta_field(image, "heif-compression") == "av1":
         kind = "avif"
-    if kind == "svg" and _SVG_DTD.search(data[:65536]):
-        raise UnsupportedMedia("SVG with a DTD or entities is refused")
+    if kind == "svg":
+        # the whole file: a DOCTYPE may follow any amount of comment
+        if _SVG_DTD.search(data):
+            raise UnsupportedMedia("SVG with a DTD or entities is refused")
+        if _SVG_ACTIVE.search(data):
+            raise UnsupportedMedia("SVG with scripts, event handlers or external references")
     pages = int(meta_field(image, "n-pages") or 1)
     height = int(meta_field(image, "page-height") or image.height)
     orientation = int(meta_field(image, "orientation") or 1)

@@ -255,12 +255,14 @@ def test_svg_external_references_are_not_loaded(tmp_path: Path) -> None:
         '<script>alert(1)</script><rect width="10" height="10" onload="alert(1)"/>'
     )
     try:
-        result = run(svg(100, 50, extra), "w=100")
+        with pytest.raises(UnsupportedMedia, match="scripts, event handlers or external"):
+            run(svg(100, 50, extra), "w=100")
+        # below the refusal, libvips' own SVG loader reaches nothing either
+        image = pyvips.Image.new_from_buffer(svg(100, 50, extra), "").flatten()
+        image = image.copy_memory()
     finally:
         server.shutdown()
-    assert result.format == "png"
     assert hits == [], "no request left the process"
-    image = decoded(result)
     for x in (25, 75):  # where the two images would have been drawn: still the red rect
         red, green, blue = image.getpoint(x, 25)[:3]
         assert red > 200 and green < 30 and blue < 30, "nothing was loaded from outside"
