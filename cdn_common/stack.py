@@ -96,6 +96,13 @@ class Stack:
         self.services.clear()
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def wait_listening(port: int, timeout: float = 15) -> None:
     """Wait until something accepts connections on the loopback port."""
     deadline = time.monotonic() + timeout

@@ -75,10 +75,6 @@ LOOP_TOKEN = "edge"  # noqa: S105 - not a secret: our CDN-Loop (RFC 8586) token:
 FORWARDED_HEADERS = ("authorization", "content-type", "content-length", "if-match", "if-none-match")
 
 
-async def _true() -> bool:
-    return True
-
-
 def classify(path: str) -> str:
     if path in ("/healthz", "/readyz"):
         return "health"
@@ -199,13 +195,10 @@ class EdgeApp:
 
     async def _unready(self) -> bytes:
         """Why this node should not get traffic yet, or b"" when it should."""
-        disk = self.cache.disk
-        origin, writable = await asyncio.gather(
-            self.fetcher.origin_ready(), disk.writable() if disk is not None else _true()
-        )
-        if not origin:
+        if not await self.fetcher.origin_ready():
             return b"origin unreachable\n"
-        if not writable:
+        disk = self.cache.disk
+        if disk is not None and not await disk.writable():
             return b"disk cache not writable\n"
         return b""
 

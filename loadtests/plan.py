@@ -78,8 +78,9 @@ def simulated_curve(alpha: float, requests_per_object: float) -> Curve:
         (f, run_s3fifo(trace, size_of, int(total * f)).hit_ratio) for f in FRACTIONS
     ]
 
+    xs = [x for x, _ in points]
+
     def curve(fraction: float) -> float:
-        xs = [x for x, _ in points]
         i = min(bisect.bisect_left(xs, fraction), len(points) - 1)
         (x0, y0), (x1, y1) = points[max(i - 1, 0)], points[i]
         return y1 if x1 == x0 else y0 + (y1 - y0) * (fraction - x0) / (x1 - x0)

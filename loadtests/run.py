@@ -21,7 +21,6 @@ import csv
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from pathlib import Path
 
 import httpx
 
-from cdn_common.stack import Service, Stack, wait_listening
+from cdn_common.stack import Service, Stack, free_port, wait_listening
 from loadtests.images import CORPUS
 from loadtests.suite import Image, format_images, parse_images, upload, warm
 
@@ -55,12 +54,6 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     root = str(LOCUSTFILE.parent.parent)
     path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
     return {**os.environ, **(extra or {}), "PYTHONPATH": path}
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def seconds_of(text: str) -> float:

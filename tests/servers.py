@@ -19,6 +19,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from cdn_common.serve import bind, uvicorn_config
+from cdn_common.stack import free_port
 
 
 class ServerThread:
@@ -46,12 +47,6 @@ class ServerThread:
         self.server.should_exit = True
         self.thread.join(10)
         self.sock.close()
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for_port(port: int, timeout: float = 15) -> None:

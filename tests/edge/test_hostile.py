@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from loadtests.bench_transform import peak_rss_mb
 from tests.edge.countingorigin import Blob, CountingOrigin
 from tests.images import gif, jpeg, png, png_bomb, svg
 from tests.servers import PythonService, ServerThread
@@ -131,13 +132,6 @@ def edge(origin: ServerThread, tmp_path: Path, **env: str) -> PythonService:
     ).start()
 
 
-def peak_rss_mb(service: PythonService) -> float:
-    assert service.process is not None
-    status = Path(f"/proc/{service.process.pid}/status").read_text()
-    line = next(row for row in status.splitlines() if row.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024
-
-
 def test_every_hostile_file_is_a_short_4xx_and_the_edge_stays_healthy(
     origin: ServerThread, tmp_path: Path
 ) -> None:
@@ -164,7 +158,8 @@ def test_every_hostile_file_is_a_short_4xx_and_the_edge_stays_healthy(
             assert client.get("/healthz").status_code == 200
             ok = client.get("/_/w=120/ok.jpg")
             assert ok.status_code == 200 and ok.headers["content-type"] == "image/jpeg"
-        assert peak_rss_mb(service) < 700  # the 65,000 x 65,000 claims decoded nothing
+        assert service.process is not None
+        assert peak_rss_mb(service.process.pid) < 700  # the 65,000 x 65,000 claims decoded nothing
     finally:
         service.stop()
 
