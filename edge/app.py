@@ -595,8 +595,12 @@ class EdgeApp:
         timing: str,
     ) -> None:
         now = self.wall()
-        if entry.status == 200 and self.cache.memory.policy.peek(entry.key) is entry:
-            self.cache.memory.alias(entry, fast_key(ask.raw, ask.klass) if ask.auto else ask.raw)
+        if entry.status == 200:
+            route = fast_key(ask.raw, ask.klass) if ask.auto else ask.raw
+            if self.cache.memory.policy.peek(entry.key) is entry:
+                self.cache.memory.alias(entry, route)
+            if self.cache.disk is not None:
+                self.cache.disk.route(route, entry.key)
         extra = [
             (b"age", str(max(0, int(now - entry.stored))).encode()),
             (b"cache-status", status.encode()),
@@ -727,70 +731,107 @@ class EdgeApp:
 
 
 class FastPath:
-    """Exact-URL L1 hits, answered before routing, parsing or the middleware stack.
+    """Exact-URL hits, answered before routing, parsing or the middleware stack.
 
-    Only fresh 200 entries without conditional headers take this path; everything
-    else (and every miss) goes to the full app. Hits are still counted and logged."""
+    Fresh 200 entries without conditional headers take this path: from L1 through the
+    memory tier's aliases, and from L2 through the disk tier's routes (request path ->
+    key, learnt when the slow path answered it), read inline and promoted to L1 as the
+    slow path would. Everything else (misses, stale entries, conditionals, large files)
+    goes to the full app. Hits are still counted and logged."""
 
     def __init__(
-        self, app: AccessMiddleware, memory: MemoryTier, stats: EdgeStats, wall: Callable[[], float]
+        self, app: AccessMiddleware, cache: TieredCache, stats: EdgeStats, wall: Callable[[], float]
     ) -> None:
         self.app = app
-        self.fast = memory.fast
-        self.policy = memory.policy
+        self.memory = cache.memory
+        self.fast = cache.memory.fast
+        self.policy = cache.memory.policy
+        self.disk = cache.disk
+        self.routes = cache.disk.routes if cache.disk is not None else {}
         self.stats = stats
         self.series = app.metrics.requests
         self.access_log = app.access_log
         self.wall = wall
-        self._lines: dict[tuple[bytes, str, int], bytes] = {}
+        self._lines: dict[tuple[bytes, str, int, bytes], bytes] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.fast:
+        raw = scope.get("raw_path")
+        if scope["type"] != "http" or raw is None or not (self.fast or self.routes):
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        raw = scope.get("raw_path")
-        entry = self.fast.get(raw) if raw is not None else None
         accept = b""
         for name, value in scope["headers"]:
             if name == b"accept":
                 accept = value
             elif name == b"if-none-match" or name == b"cdn-loop":
-                entry = None
-                break
-        else:
-            if entry is None and raw is not None:
-                entry = self.fast.get(fast_key(raw, accept_class(accept)))
+                await self.app(scope, receive, send)
+                return
         method = scope["method"]
-        now = self.wall()
-        if entry is None or now >= entry.fresh_until or method not in ("GET", "HEAD"):
+        if method != "GET" and method != "HEAD":
             await self.app(scope, receive, send)
             return
-        self.policy.get(entry.key)
-        self.stats.memory_fast += 1
+        status = MEMORY_HIT
+        entry = self.fast.get(raw)
+        if entry is None:
+            negotiated = fast_key(raw, accept_class(accept))
+            entry = self.fast.get(negotiated)
+            if entry is None:
+                entry = self._from_disk(raw, negotiated)
+                status = DISK_HIT
+        now = self.wall()
+        if entry is None or now >= entry.fresh_until or entry.status != 200:
+            await self.app(scope, receive, send)
+            return
+        if status is MEMORY_HIT:
+            self.policy.get(entry.key)
+            self.stats.memory_fast += 1
+        else:
+            self.stats.count("disk")
         body = entry.body if method == "GET" else b""
         await send(
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [*entry.hit_memory, (b"age", b"%d" % (now - entry.stored))],
+                "headers": [*entry.headers, status, (b"age", b"%d" % (now - entry.stored))],
             }
         )
         await send({"type": "http.response.body", "body": body})
         elapsed = time.perf_counter() - started
         self.series.observe("image", method, 200, elapsed, len(body))
         if self.access_log is not None:
-            # the line's constant part is built once per (path, method, size)
-            line_key = (raw or b"", method, len(body))
+            # the line's constant part is built once per (path, method, size, tier)
+            line_key = (raw, method, len(body), status[1])
             fragment = self._lines.get(line_key)
             if fragment is None:
                 if len(self._lines) > FAST_LOG_LINES:
                     self._lines.clear()
-                fields = {"method": method, "path": redact(scope["path"]), "cache": "hit-memory"}
+                fields = {"method": method, "path": redact(scope["path"])}
+                fields.update(cache="hit-memory" if status is MEMORY_HIT else "hit-disk")
                 fields.update(status=200, bytes=len(body))
                 fragment = orjson.dumps(fields)[1:-1] + b',"duration_ms":'
                 self._lines[line_key] = fragment
             self.access_log.write_json(fragment + b"%.3f}" % (elapsed * 1000))
+
+    def _from_disk(self, raw: bytes, negotiated: bytes) -> Entry | None:
+        """An L2 hit for a path the slow path has answered, promoted to L1."""
+        if self.disk is None:
+            return None
+        route = raw
+        found = self.routes.get(raw)
+        if found is None:
+            route = negotiated
+            found = self.routes.get(negotiated)
+            if found is None:
+                return None
+        entry = self.disk.get_now(*found)
+        if entry is not None and self.policy.capacity and self.memory.put(entry):
+            self.memory.alias(entry, route)
+        return entry
+
+
+MEMORY_HIT = (b"cache-status", b"edge; hit; detail=memory")
+DISK_HIT = (b"cache-status", b"edge; hit; detail=disk")
 
 
 def _passthrough(fetched: Fetched) -> bool:
@@ -862,4 +903,4 @@ def build_app(settings: EdgeSettings, fetcher: Fetcher | None = None) -> FastPat
         classify=classify,
         access_log=AccessLog() if settings.access_log else None,
     )
-    return FastPath(middleware, cache.memory, app.stats, cache.wall)
+    return FastPath(middleware, cache, app.stats, cache.wall)

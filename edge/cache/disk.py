@@ -2,7 +2,7 @@
 
 Layout as nginx's `levels=1:2`: `ab/cd/<32 hex digits of blake2b(key)>`. A file is
 written to a temporary name in its directory and renamed, so a reader sees a whole
-file or none; its CRC-32 catches what a crash or a bad disk leaves behind (dropped,
+file or none; its checksum catches what a crash or a bad disk leaves behind (dropped,
 counted, never served). The index (name -> size and source, under S3-FIFO for
 eviction) is rebuilt on start in a thread while requests go on: until it is complete
 a lookup reads the file directly.
@@ -33,6 +33,13 @@ RETRY_S = 30.0  # after a write error, how long the tier stays off before trying
 SYNC_READ_MAX = 256 * 1024  # larger files are read in a thread, off the event loop
 FREE_CHECK_S = 1.0
 TMP_SUFFIX = ".tmp"
+# hot files stay open, as nginx's open_file_cache: a hit is one pread, not open + fstat +
+# read + close; a held descriptor is dropped when this process rewrites or removes the
+# file, and checked again (reopened) after OPEN_VALID_S, so a file removed by hand stops
+# being served within that time
+OPEN_FILES = 256
+OPEN_VALID_S = 10.0
+ROUTES = 65536  # request paths remembered for the fast path's L2 hits (about 200 bytes each)
 
 
 @dataclass(slots=True)
@@ -48,6 +55,7 @@ def file_name(key: str) -> str:
 class DiskTier:
     def __init__(self, root: Path, budget: int, min_free: int = 0) -> None:
         self.root = root
+        self._root = str(root)
         self.min_free = min_free
         self.policy: S3FIFO[str, _Indexed] = S3FIFO(budget, on_evict=self._evicted)
         self.by_source: dict[str, set[str]] = {}
@@ -60,6 +68,17 @@ class DiskTier:
         self.write_errors = 0
         self.evictions = 0
         self.hits = 0
+        # request path -> key, so the fast path finds a file without parsing the URL;
+        # a route to a file that is gone or stale just falls through to the slow path
+        self.routes: dict[bytes, tuple[str, str]] = {}  # -> (key, file name)
+        self._open: dict[str, tuple[int, int, float]] = {}  # name -> (fd, size, opened at)
+
+    def route(self, raw: bytes, key: str) -> None:
+        routes = self.routes
+        if raw not in routes:
+            if len(routes) >= ROUTES:
+                del routes[next(iter(routes))]  # first in, first out
+            routes[raw] = (key, file_name(key))
 
     def path(self, name: str) -> Path:
         return self.root / name[:2] / name[2:4] / name
@@ -82,18 +101,73 @@ class DiskTier:
         known = self.policy.get(name)
         if known is None and self.indexed:
             return None
-        path = self.path(name)
+        data = self._load(name, SYNC_READ_MAX)  # page-cache reads of small files: inline
+        if isinstance(data, int):
+            data = await asyncio.to_thread(self._load, name, None)
+        return self._decode(name, key, known, data)
+
+    def get_now(self, key: str, name: str) -> Entry | None:
+        """A hit on a file up to SYNC_READ_MAX, read without leaving the event loop (the
+        fast path's L2 hits, by key and file name); None for a miss or a larger file
+        (left to `get`)."""
+        known = self.policy.get(name)
+        if known is None and self.indexed:
+            return None
+        data = self._load(name, SYNC_READ_MAX)
+        return None if isinstance(data, int) else self._decode(name, key, known, data)
+
+    def _load(self, name: str, limit: int | None) -> bytes | int | None:
+        """The file's bytes; its size instead when over `limit`; None when it is gone
+        or unreadable. Files up to `limit` are read through the open-file cache (on the
+        event loop only: the thread reads of larger files open their own descriptor)."""
+        held = self._open.get(name) if limit is not None else None
+        if held is not None:
+            fd, size, opened = held
+            if time.monotonic() - opened < OPEN_VALID_S:
+                try:
+                    # a file changed under a held descriptor fails the header's lengths
+                    # or the checksum, like any other corruption
+                    return os.pread(fd, size, 0)
+                except OSError:
+                    pass
+            self._close(name)
         try:
-            size = path.stat().st_size
-            if size <= SYNC_READ_MAX:
-                data = path.read_bytes()  # page-cache reads of small files: cheaper inline
-            else:
-                data = await asyncio.to_thread(path.read_bytes)
+            fd = os.open(f"{self._root}/{name[:2]}/{name[2:4]}/{name}", os.O_RDONLY)
         except FileNotFoundError:
             self._unindex(name)
             return None
         except OSError as error:
             log.warning("disk cache read failed", extra={"fields": {"error": str(error)}})
+            return None
+        keep = False
+        try:
+            size = os.fstat(fd).st_size
+            if limit is not None and size > limit:
+                return size
+            data = os.read(fd, size)
+            if limit is not None:
+                if len(self._open) >= OPEN_FILES:
+                    self._close(next(iter(self._open)))  # first in, first out
+                self._open[name] = (fd, size, time.monotonic())
+                keep = True
+            return data
+        except OSError as error:
+            log.warning("disk cache read failed", extra={"fields": {"error": str(error)}})
+            return None
+        finally:
+            if not keep:
+                os.close(fd)
+
+    def _close(self, name: str) -> None:
+        held = self._open.pop(name, None)
+        if held is not None:
+            with contextlib.suppress(OSError):
+                os.close(held[0])
+
+    def _decode(
+        self, name: str, key: str, known: _Indexed | None, data: bytes | int | None
+    ) -> Entry | None:
+        if not isinstance(data, bytes):
             return None
         try:
             entry = Entry.from_bytes(data)
@@ -133,6 +207,7 @@ class DiskTier:
         except OSError as error:
             self._failed(error)
             return
+        self._close(name)  # a descriptor held for the file this one replaced
         self._index(name, entry.source, entry.key, len(data))
 
     @staticmethod
@@ -205,6 +280,8 @@ class DiskTier:
         """Wait for writes in progress (graceful shutdown)."""
         if self.pending:
             await asyncio.gather(*self.pending, return_exceptions=True)
+        for name in list(self._open):
+            self._close(name)
 
     # -- purge ------------------------------------------------------------------------
 
@@ -276,12 +353,14 @@ class DiskTier:
 
     def _remove(self, name: str) -> None:
         self._unindex(name)
+        self._close(name)
         with contextlib.suppress(OSError):
             self.path(name).unlink(missing_ok=True)
 
     def _evicted(self, name: str, indexed: _Indexed) -> None:
         self.evictions += 1
         self._drop_source(indexed.source, name)
+        self._close(name)
         with contextlib.suppress(OSError):
             self.path(name).unlink(missing_ok=True)
 

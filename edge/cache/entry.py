@@ -6,21 +6,23 @@ judge it: when it was stored, until when it is fresh, its RFC 5861 windows, and 
 source's validators (a stale variant is revalidated by asking the origin about its
 source). The wire form is a fixed binary header (freshness at a fixed offset, so a
 soft purge or a 304 refresh rewrites 8 bytes in place), then JSON metadata and the
-body, with a CRC-32 over both: a torn or corrupted file is detected, never served.
+body, with a 64-bit XXH3 checksum over both: a torn or corrupted file is detected,
+never served. (XXH3 rather than CRC-32: every L2 hit checks its file, and zlib's CRC-32
+took 7.8 us for a 27 KB body against 0.6 us.)
 """
 
 from __future__ import annotations
 
 import struct
-import zlib
 from typing import Final
 
 import orjson
+import xxhash
 
-MAGIC: Final = b"EDC1"
+MAGIC: Final = b"EDC2"  # EDC1 files (CRC-32) read as corrupt: dropped at the start-up scan
 # magic, stored, fresh_until, stale-while-revalidate, stale-if-error, flags,
-# metadata length, body length, CRC-32 of metadata + body
-HEADER: Final = struct.Struct("<4sddddIIII")
+# metadata length, body length, XXH3-64 of metadata + body
+HEADER: Final = struct.Struct("<4sddddIIIQ")
 FRESH_OFFSET: Final = 12  # of fresh_until, for in-place updates
 FRESH: Final = struct.Struct("<d")
 MUST_REVALIDATE: Final = 1
@@ -37,7 +39,6 @@ class Entry:
         "etag",
         "fresh_until",
         "headers",
-        "hit_memory",
         "key",
         "must_revalidate",
         "sie",
@@ -80,7 +81,6 @@ class Entry:
         self.source_etag = source_etag
         self.source_modified = source_modified
         self.aliases: list[bytes] = []  # request paths of the fast path that point here
-        self.hit_memory = [*headers, (b"cache-status", b"edge; hit; detail=memory")]
 
     @property
     def size(self) -> int:
@@ -105,7 +105,7 @@ class Entry:
                 "source_modified": self.source_modified,
             }
         )
-        crc = zlib.crc32(self.body, zlib.crc32(meta))
+        crc = _checksum(meta, self.body)
         header = HEADER.pack(
             MAGIC,
             self.stored,
@@ -129,7 +129,7 @@ class Entry:
             raise CorruptEntry(f"bad metadata: {error}") from None
 
     @classmethod
-    def from_bytes(cls, data: bytes | memoryview) -> Entry:
+    def from_bytes(cls, data: bytes) -> Entry:
         if len(data) < HEADER.size:
             raise CorruptEntry("truncated header")
         magic, stored, fresh, swr, sie, flags, meta_len, body_len, crc = HEADER.unpack_from(data)
@@ -138,27 +138,61 @@ class Entry:
         end = HEADER.size + meta_len + body_len
         if len(data) != end:
             raise CorruptEntry("length mismatch")
-        view = memoryview(data)
-        meta_bytes = view[HEADER.size : HEADER.size + meta_len]
-        body = bytes(view[HEADER.size + meta_len : end])
-        if zlib.crc32(body, zlib.crc32(meta_bytes)) != crc:
+        meta_bytes = data[HEADER.size : HEADER.size + meta_len]
+        body = data[HEADER.size + meta_len :]
+        if _checksum(meta_bytes, body) != crc:
             raise CorruptEntry("checksum mismatch")
-        try:
-            meta = orjson.loads(meta_bytes)
-            return cls(
-                key=meta["key"],
-                source=meta["source"],
-                status=int(meta["status"]),
-                body=body,
-                headers=[(k.encode("latin-1"), v.encode("latin-1")) for k, v in meta["headers"]],
-                etag=meta["etag"].encode("latin-1"),
-                stored=stored,
-                fresh_until=fresh,
-                swr=swr,
-                sie=sie,
-                must_revalidate=bool(flags & MUST_REVALIDATE),
-                source_etag=meta["source_etag"],
-                source_modified=meta["source_modified"],
-            )
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
-            raise CorruptEntry(f"bad metadata: {error}") from None
+        key, source, status, headers, etag, source_etag, source_modified = _meta(meta_bytes)
+        return cls(
+            key=key,
+            source=source,
+            status=status,
+            body=body,
+            headers=headers,
+            etag=etag,
+            stored=stored,
+            fresh_until=fresh,
+            swr=swr,
+            sie=sie,
+            must_revalidate=bool(flags & MUST_REVALIDATE),
+            source_etag=source_etag,
+            source_modified=source_modified,
+        )
+
+
+def _checksum(meta: bytes, body: bytes) -> int:
+    digest = xxhash.xxh3_64(meta)
+    digest.update(body)
+    return digest.intdigest()
+
+
+_Meta = tuple[str, str, int, list[tuple[bytes, bytes]], bytes, str | None, str | None]
+_decoded: dict[bytes, _Meta] = {}
+DECODED_MAX = 4096  # metadata blocks kept decoded (hot files are read again and again)
+
+
+def _meta(meta_bytes: bytes) -> _Meta:
+    """The metadata block decoded, from a small memo: the same file read again (every
+    L2 hit of a disk-only node) costs a dict lookup instead of JSON and header decoding.
+    Header lists are shared between entries built from the same block; nothing mutates
+    them."""
+    meta = _decoded.get(meta_bytes)
+    if meta is not None:
+        return meta
+    try:
+        fields = orjson.loads(meta_bytes)
+        meta = (
+            str(fields["key"]),
+            str(fields["source"]),
+            int(fields["status"]),
+            [(k.encode("latin-1"), v.encode("latin-1")) for k, v in fields["headers"]],
+            fields["etag"].encode("latin-1"),
+            fields["source_etag"],
+            fields["source_modified"],
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise CorruptEntry(f"bad metadata: {error}") from None
+    if len(_decoded) >= DECODED_MAX:
+        _decoded.clear()
+    _decoded[meta_bytes] = meta
+    return meta

@@ -174,6 +174,86 @@ def test_a_truncated_file_and_a_stray_temporary_are_dropped_on_start(
         assert response.headers["cache-status"].startswith("edge; fwd=uri-miss")
 
 
+def files_in(directory: Path, count: int) -> list[Path]:
+    """The cache files once `count` of them are written (writes are in the background)."""
+    for _ in range(200):
+        files = sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix != ".tmp")
+        if len(files) >= count:
+            return files
+        time.sleep(0.01)
+    raise AssertionError(f"{count} cache files never appeared")
+
+
+def test_a_disk_only_node_serves_repeats_from_files_and_never_a_changed_one(
+    origin: Any, edge_cache_dir: Path
+) -> None:
+    app, server = origin
+    with edge_for(server, memory_cache_mb=0) as edge:
+        url = f"{edge.url}/_/w=60/a.jpg"
+        first = httpx.get(url)
+        (file,) = files_in(edge_cache_dir, 1)
+        for _ in range(3):  # the fast path: request path -> file, no parsing
+            again = httpx.get(url)
+            assert again.headers["cache-status"] == "edge; hit; detail=disk"
+            assert again.content == first.content
+            assert again.headers["etag"] == first.headers["etag"]
+        head = httpx.head(url)
+        assert head.headers["content-length"] == str(len(first.content)) and not head.content
+        # flipped in place (same inode, so the descriptor held open sees it): not served
+        with open(file, "r+b") as f:
+            f.seek(-10, 2)
+            byte = f.read(1)
+            f.seek(-10, 2)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        fixed = httpx.get(url)
+        assert fixed.headers["cache-status"].startswith("edge; fwd=uri-miss")
+        assert fixed.content == first.content
+        assert metric(edge, "edge_disk_cache_corrupt_total") == 1
+        files_in(edge_cache_dir, 1)
+        assert httpx.get(url).headers["cache-status"] == "edge; hit; detail=disk"
+        # a hard purge removes the file; the next fill writes a new one, served again
+        assert httpx.post(f"{edge.url}/_purge", json={"url": "/_/w=60/a.jpg"}, headers=PURGE)
+        assert httpx.get(url).headers["cache-status"].startswith("edge; fwd=uri-miss")
+        files_in(edge_cache_dir, 1)
+        assert httpx.get(url).headers["cache-status"] == "edge; hit; detail=disk"
+    assert app.gets == 1  # the source stayed in the source cache throughout
+
+
+def test_the_disk_fast_path_keeps_negotiated_formats_apart(
+    origin: Any, edge_cache_dir: Path
+) -> None:
+    _, server = origin
+    with edge_for(server, memory_cache_mb=0) as edge:
+        url = f"{edge.url}/_/w=60,f=auto/a.jpg"
+        webp = {"Accept": "image/webp,*/*"}
+        assert httpx.get(url, headers=webp).headers["content-type"] == "image/webp"
+        assert httpx.get(url).headers["content-type"] == "image/jpeg"
+        files_in(edge_cache_dir, 2)
+        for _ in range(2):
+            hit = httpx.get(url, headers=webp)
+            assert hit.headers["cache-status"] == "edge; hit; detail=disk"
+            assert hit.headers["content-type"] == "image/webp"
+            assert hit.headers["vary"] == "Accept"
+            plain = httpx.get(url)
+            assert plain.headers["cache-status"] == "edge; hit; detail=disk"
+            assert plain.headers["content-type"] == "image/jpeg"
+
+
+def test_a_cache_file_removed_by_hand_stops_being_served(
+    origin: Any, edge_cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("edge.cache.disk.OPEN_VALID_S", 0.2)
+    _, server = origin
+    with edge_for(server, memory_cache_mb=0) as edge:
+        url = f"{edge.url}/_/w=61/a.jpg"
+        httpx.get(url)
+        (file,) = files_in(edge_cache_dir, 1)
+        assert httpx.get(url).headers["cache-status"] == "edge; hit; detail=disk"
+        file.unlink()  # the descriptor held open keeps the inode, for at most OPEN_VALID_S
+        time.sleep(0.3)
+        assert httpx.get(url).headers["cache-status"].startswith("edge; fwd=uri-miss")
+
+
 def test_a_stale_entry_is_revalidated_and_a_304_keeps_every_variant(origin: Any) -> None:
     app, server = origin
     app.blobs["a.jpg"].cache_control = "max-age=1"
