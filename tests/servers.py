@@ -195,3 +195,22 @@ class PythonService(ChildServer):
 
     def lines(self) -> list[dict[str, object]]:
         return [json.loads(line) for line in self.log.read_text().splitlines() if line]
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str = "3m") -> Iterator[bool]:
+    """A small tmpfs mounted at `path` for the block: True when mounting was permitted
+    (root, as here and in CI), False when the caller must inject its faults instead."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+            capture_output=True,
+        ).returncode
+        == 0
+    )
+    try:
+        yield mounted
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(path)], check=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Callable
 
 import pytest
 from starlette.types import Receive, Scope, Send
@@ -134,3 +135,68 @@ async def test_redirect_to_a_host_not_allowed_is_refused(image_server: ServerThr
     with pytest.raises(Forbidden):
         await fetch(fetcher, f"{image_server.url}/redirect?{target}", "127.0.0.1")
     await fetcher.close()
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [
+        ["100.64.12.1"],  # CGNAT
+        ["10.1.2.3"],
+        ["169.254.169.254"],
+        ["0.0.0.0"],
+        ["::ffff:10.0.0.1"],  # IPv4-mapped private
+        ["64:ff9b::a9fe:a9fe"],  # NAT64 of the metadata address
+        ["93.184.215.14", "127.0.0.1"],  # one private answer among public ones
+    ],
+)
+async def test_a_hostname_that_resolves_to_a_private_address_is_refused(
+    monkeypatch: pytest.MonkeyPatch, answers: list[str]
+) -> None:
+    # DNS for a made-up name cannot be served here, so the resolver is replaced: the
+    # guard must judge what the name resolves to, whatever the name looks like
+    await _resolve_to(monkeypatch, lambda: answers)
+    fetcher = Fetcher("http://unused", allowed_hosts=("images.example",))
+    with pytest.raises(ForbiddenAddress):
+        await fetch(fetcher, "http://images.example/a.jpg", "images.example")
+    await fetcher.close()
+
+
+async def test_dns_rebinding_between_requests_is_refused(
+    monkeypatch: pytest.MonkeyPatch, image_server: ServerThread
+) -> None:
+    # first answer: the (allowed) test server; second: the metadata address
+    answers = iter([["127.0.0.1"], ["169.254.169.254"]])
+    await _resolve_to(monkeypatch, lambda: next(answers))
+    fetcher = Fetcher(
+        "http://unused",
+        allowed_hosts=("images.example",),
+        remote_address_check=lambda ip: public_address(ip) or str(ip) == "127.0.0.1",
+    )
+    url = f"http://images.example:{image_server.port}/a.jpg"
+    assert await fetch(fetcher, url, "images.example") == jpeg()
+    await fetcher.close()  # a new connection, so the name is resolved again
+    fetcher = Fetcher(
+        "http://unused",
+        allowed_hosts=("images.example",),
+        remote_address_check=lambda ip: public_address(ip) or str(ip) == "127.0.0.1",
+    )
+    with pytest.raises(ForbiddenAddress):
+        await fetch(fetcher, url, "images.example")
+    await fetcher.close()
+
+
+async def _resolve_to(monkeypatch: pytest.MonkeyPatch, answers: Callable[[], list[str]]) -> None:
+    import asyncio
+    import socket
+
+    loop = asyncio.get_running_loop()
+
+    async def getaddrinfo(host: str, port: int, **_: object) -> list[tuple[object, ...]]:
+        infos: list[tuple[object, ...]] = []
+        for address in answers():
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            sockaddr = (address, port, 0, 0) if family == socket.AF_INET6 else (address, port)
+            infos.append((family, socket.SOCK_STREAM, 6, "", sockaddr))
+        return infos
+
+    monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)

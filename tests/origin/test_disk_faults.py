@@ -20,15 +20,7 @@ from origin.app import build_app
 from origin.stores.local import LocalStore
 from tests.images import noisy_jpeg
 from tests.origin.conftest import ADMIN, make_settings
-from tests.servers import ServerThread
-
-
-def _mount(path: Path, *options: str) -> bool:
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", ",".join(("size=3m", *options)), "tmpfs", str(path)],
-        capture_output=True,
-    )
-    return result.returncode == 0
+from tests.servers import ServerThread, tmpfs
 
 
 class InjectedFaults(LocalStore):
@@ -53,13 +45,8 @@ def _raise(code: int) -> Any:
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[tuple[Path, bool]]:
     root = tmp_path / "disk"
-    root.mkdir()
-    mounted = _mount(root)
-    try:
+    with tmpfs(root) as mounted:
         yield root, mounted
-    finally:
-        if mounted:
-            subprocess.run(["umount", "-l", str(root)], check=False)
 
 
 def test_full_disk_is_503_and_heals(disk: tuple[Path, bool]) -> None:
