@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pyvips
-from locust import FastHttpUser, constant, events, task
+from locust import FastHttpUser, constant, constant_throughput, events, task
 
 from loadtests.suite import (
     ACCEPTS,
@@ -110,6 +110,8 @@ class EdgeUser(FastHttpUser):
             point -= share
         return ACCEPTS[-1][0]
 
+    sheds = False  # a 503 with Retry-After is the expected answer (burst), not a failure
+
     def ask(self, options: str, source: str, expect_width: int | None) -> None:
         self.count += 1
         with self.client.get(
@@ -120,6 +122,8 @@ class EdgeUser(FastHttpUser):
         ) as response:
             response.request_meta["name"] = f"{self.scenario} {outcome(response)}"
             problem = check(response, expect_width if self.count % SAMPLE_EVERY == 0 else None)
+            if problem and self.sheds and shed(response):
+                problem = None
             if problem:
                 response.failure(problem)
             else:
@@ -140,8 +144,15 @@ class EdgeUser(FastHttpUser):
         self.ask(f"w={width},q={quality},f={fmt},fit={fit}", key, expected)
 
 
+def shed(response: Any) -> bool:
+    """Load shedding as the contract says: 503 with a Retry-After."""
+    return bool(response.status_code == 503 and response.headers.get("retry-after"))
+
+
 def outcome(response: Any) -> str:
     status = response.status_code
+    if shed(response):
+        return "shed"
     if status != 200:
         return f"error:{status}" if status else "error:connection"
     cache_status = response.headers.get("cache-status", "")
@@ -222,6 +233,23 @@ class StampedeUser(EdgeUser):
         # a width and quality no other second uses (within a day of runs)
         width = 200 + second % 600
         self.ask(f"w={width},q={30 + second % 60},f=webp", key, min(width, source_width))
+
+
+class BurstHotUser(HotUser):
+    """The burst's readers of popular variants: they must keep getting hits."""
+
+    scenario = "burst-hot"
+    fixed_count = int(os.environ.get("LOADTEST_HOT_USERS", "4"))
+
+
+class BurstColdUser(ColdUser):
+    """The burst itself: new variants at LOADTEST_COLD_RATE requests/s per user (the
+    runner sets it to 4x the measured transform capacity over all of them); every user
+    not reading popular variants is one of these."""
+
+    scenario = "burst-cold"
+    sheds = True
+    wait_time = constant_throughput(float(os.environ.get("LOADTEST_COLD_RATE", "1")))
 
 
 class CeilingUser(FastHttpUser):

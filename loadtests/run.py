@@ -43,8 +43,11 @@ SCENARIOS = {
     "mixed": "MixedUser",
     "stampede": "StampedeUser",
     "degraded": "DegradedUser",
+    "burst": "BurstHotUser BurstColdUser",
 }
-WARMED = ("hot", "mixed", "degraded")  # the hot variants are cached before the run
+WARMED = ("hot", "mixed", "degraded", "burst")  # the hot variants are cached before the run
+BURST_FACTOR = 4  # the burst offers this many times the measured transform capacity
+HOT_USERS = 4  # the burst's readers of popular variants; every other user asks for new ones
 API_KEY = "loadtest-secret"
 
 
@@ -77,6 +80,7 @@ class Target:
     edge: str
     images: list[Image]
     origin: Service | None = None
+    edge_pid: int | None = None  # our own edge: its memory is sampled during the run
 
 
 @contextlib.contextmanager
@@ -106,7 +110,8 @@ def local_stack(scratch: Path, images: Path) -> Iterator[Target]:
             },
             scratch / "edge.log",
         )
-        yield Target(edge.url, upload(origin.url, API_KEY, images), origin)
+        images_up = upload(origin.url, API_KEY, images)
+        yield Target(edge.url, images_up, origin, edge.process.pid)
     finally:
         stack.stop()
 
@@ -142,7 +147,7 @@ def locust(
     ]
     if prefix is not None:
         command += ["--csv", str(prefix), "--html", f"{prefix}.html"]
-    command.append(user_class)
+    command += user_class.split()
     return subprocess.Popen(
         command,
         env=child_env(env),
@@ -179,6 +184,77 @@ def ceiling(users: int, seconds: float, scratch: Path) -> float:
         server.terminate()
         server.wait()
     return next((r.rps for r in rows if r.name == "Aggregated"), 0.0)
+
+
+class RssSampler(threading.Thread):
+    """The edge's resident memory (VmRSS) once a second while the run lasts."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.samples: list[tuple[float, float]] = []  # (seconds since start, MB)
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        started = time.monotonic()
+        while not self._stop_event.is_set():
+            with contextlib.suppress(OSError, ValueError):
+                status = Path(f"/proc/{self.pid}/status").read_text()
+                kb = int(re.search(r"^VmRSS:\s+(\d+)", status, re.M).group(1))  # type: ignore[union-attr]
+                self.samples.append((time.monotonic() - started, kb / 1024))
+            self._stop_event.wait(1.0)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(5)
+
+    def write(self, report: Path, title: str) -> list[str]:
+        """rss.csv, rss.png (when matplotlib is installed) and the summary's lines."""
+        if not self.samples:
+            return []
+        with open(report / "rss.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["seconds", "rss_mb"])
+            writer.writerows((f"{t:.1f}", f"{mb:.1f}") for t, mb in self.samples)
+        lines = rss_lines(self.samples)
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            return [*lines, "", "(matplotlib is not installed: no rss.png)"]
+        figure, axes = plt.subplots(figsize=(8, 3.5))
+        axes.plot([t / 60 for t, _ in self.samples], [mb for _, mb in self.samples])
+        axes.set_xlabel("minutes")
+        axes.set_ylabel("edge RSS, MB")
+        axes.set_title(title)
+        axes.set_ylim(bottom=0)
+        axes.grid(alpha=0.3)
+        figure.tight_layout()
+        figure.savefig(report / "rss.png", dpi=100)
+        plt.close(figure)
+        return [*lines, "", "![edge RSS](rss.png)"]
+
+
+def rss_lines(samples: list[tuple[float, float]]) -> list[str]:
+    """Start, peak and end, and whether memory levelled off: the growth over the last
+    half of the run, from a least-squares line through its samples."""
+    values = [mb for _, mb in samples]
+    half = samples[len(samples) // 2 :]
+    slope = 0.0
+    if len(half) >= 2:
+        mean_t = sum(t for t, _ in half) / len(half)
+        mean_mb = sum(mb for _, mb in half) / len(half)
+        var = sum((t - mean_t) ** 2 for t, _ in half)
+        if var:
+            slope = sum((t - mean_t) * (mb - mean_mb) for t, mb in half) / var
+    return [
+        "",
+        f"Edge RSS (sampled every second, {len(samples)} samples): start "
+        f"{values[0]:.0f} MB, peak {max(values):.0f} MB, end {values[-1]:.0f} MB; over the "
+        f"second half of the run it moved {slope * 60:+.1f} MB/min.",
+    ]
 
 
 @dataclass
@@ -291,7 +367,7 @@ def summary(
                 else ""
             ),
         ]
-    lines += [""] + [f"Note: {n}" for n in notes]
+    lines += [n if not n or n.startswith(("Edge RSS", "!", "(")) else f"Note: {n}" for n in notes]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -310,6 +386,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, help="report folder (default reports/...)")
     parser.add_argument("--ceiling-seconds", type=float, default=10)
     parser.add_argument("--no-ceiling", action="store_true", help="skip the generator ceiling")
+    parser.add_argument(
+        "--calibrate-seconds",
+        type=float,
+        default=15,
+        help="burst: how long to measure the transform capacity before the burst",
+    )
     parser.add_argument(
         "--fault",
         choices=("down", "hang"),
@@ -348,9 +430,27 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(f"warm-up: {warmed} hot variant requests answered 200 before the run")
         limit = None if args.no_ceiling else ceiling(args.users, args.ceiling_seconds, scratch)
 
+        users = args.users
+        if args.scenario == "burst":
+            capacity = transform_capacity(target.edge, env, args.calibrate_seconds, scratch)
+            cold_users = burst_users(args.users, own_edge=not args.host)
+            users = cold_users + HOT_USERS
+            env["LOADTEST_HOT_USERS"] = str(HOT_USERS)
+            env["LOADTEST_COLD_RATE"] = f"{BURST_FACTOR * capacity / cold_users:.3f}"
+            notes.append(
+                f"measured transform capacity: {capacity:.1f} new variants/s (ColdUser, 8 "
+                f"users, {args.calibrate_seconds:.0f} s); the burst offered "
+                f"{BURST_FACTOR * capacity:.0f}/s from {cold_users} users, beside "
+                f"{HOT_USERS} users reading popular variants as fast as they can"
+            )
+        sampler = RssSampler(target.edge_pid) if target.edge_pid else None
+        if sampler is not None:
+            sampler.start()
+        else:
+            notes.append("with --host the edge's memory is not sampled (not our process)")
         before = cache_results(target.edge)
         prefix = report / "locust"
-        run = locust(target.edge, SCENARIOS[args.scenario], args.users, seconds, env, prefix)
+        run = locust(target.edge, SCENARIOS[args.scenario], users, seconds, env, prefix)
         if args.scenario == "degraded" and target.origin is not None:
             fault = threading.Timer(seconds / 3, _break, (target.origin, args.fault))
             fault.start()
@@ -364,14 +464,40 @@ def main(argv: list[str] | None = None) -> int:
             _mend(target.origin)
         (report / "locust.log").write_bytes(output)
         after = cache_results(target.edge)
+        memory = sampler.write(report, f"{args.scenario}, {args.users} users") if sampler else []
+        if sampler is not None:
+            sampler.stop()
 
     rows = read_stats(Path(f"{prefix}_stats.csv"))
     failures = failure_counts(Path(f"{prefix}_failures.csv"))
-    text = summary(args, rows, before, after, limit, failures, notes)
+    text = summary(args, rows, before, after, limit, failures, [*memory, "", *notes])
     (report / "summary.md").write_text(text)
     print(text)
     print(f"report: {report}")
     return 0 if rows else 1
+
+
+def burst_users(asked: int, *, own_edge: bool) -> int:
+    """Users asking for new variants in the burst. A closed-loop generator offers 4x only
+    if enough of its users are not stuck in the edge's queue: so, for our own edge, four
+    times the transforms it admits at once (running + EDGE_QUEUE, its defaults)."""
+    if not own_edge:
+        return max(1, asked - HOT_USERS)
+    from edge.settings import EdgeSettings
+
+    defaults = EdgeSettings()
+    return max(asked - HOT_USERS, BURST_FACTOR * (2 * defaults.workers + defaults.queue))
+
+
+def transform_capacity(edge: str, env: dict[str, str], seconds: float, scratch: Path) -> float:
+    """New variants per second the edge sustains: ColdUser with 8 users, no cache help."""
+    prefix = scratch / "calibrate"
+    run = locust(edge, "ColdUser", 8, seconds, env, prefix)
+    run.communicate()
+    rows = read_stats(Path(f"{prefix}_stats.csv"))
+    return sum(r.rps for r in rows if r.name == "cold miss") or next(
+        (r.rps for r in rows if r.name == "Aggregated"), 1.0
+    )
 
 
 def _break(origin: Service, fault: str) -> None:

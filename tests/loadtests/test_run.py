@@ -81,3 +81,53 @@ def test_degraded_starts_its_own_stack_and_stops_the_origin(images: Path, tmp_pa
     assert "the origin was stopped" in summary
     assert "Generator ceiling: Locust reached" in summary
     assert "Served:" in summary
+    # our own edge: its memory was sampled, written as CSV and plotted
+    assert "Edge RSS (sampled every second" in summary
+    with open(tmp_path / "rss.csv", newline="") as f:
+        samples = list(csv.DictReader(f))
+    assert len(samples) >= 3 and all(float(row["rss_mb"]) > 10 for row in samples)
+    assert (tmp_path / "rss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_burst_measures_capacity_then_offers_four_times_it(
+    edge: tuple[str, str], tmp_path: Path
+) -> None:
+    url, keys = edge
+    rows = go(
+        tmp_path,
+        "burst",
+        "--host",
+        url,
+        "--image-keys",
+        keys,
+        "--no-ceiling",
+        "--calibrate-seconds",
+        "3",
+    )
+    assert rows.pop("Aggregated")[1] == 0, rows  # 503 + Retry-After is shed, not failed
+    hot = {name.split(" ", 1)[1] for name in rows if name.startswith("burst-hot")}
+    cold = {name.split(" ", 1)[1] for name in rows if name.startswith("burst-cold")}
+    assert hot and hot <= {"hit:memory", "hit:disk"}, rows
+    assert cold and cold <= {"miss", "collapsed", "shed"}, rows
+    summary = (tmp_path / "summary.md").read_text()
+    capacity = float(summary.split("measured transform capacity: ")[1].split(" ")[0])
+    offered = float(summary.split("the burst offered ")[1].split("/s")[0])
+    assert capacity > 0 and abs(offered - 4 * capacity) <= 1
+
+
+def test_the_burst_outnumbers_what_our_edge_admits_at_once() -> None:
+    from edge.settings import EdgeSettings
+
+    settings = EdgeSettings()
+    admitted = 2 * settings.workers + settings.queue
+    assert run.burst_users(8, own_edge=True) == 4 * admitted
+    assert run.burst_users(10_000, own_edge=True) == 10_000 - run.HOT_USERS
+    assert run.burst_users(8, own_edge=False) == 8 - run.HOT_USERS
+
+
+def test_memory_levelling_off_is_told_from_memory_growing() -> None:
+    flat = [(float(t), 300.0 + (20.0 if t > 5 else t * 4)) for t in range(120)]
+    growing = [(float(t), 300.0 + t / 2) for t in range(120)]
+    assert "+0.0 MB/min" in run.rss_lines(flat)[1]
+    assert "+30.0 MB/min" in run.rss_lines(growing)[1]
+    assert "peak 320 MB" in run.rss_lines(flat)[1]
