@@ -19,8 +19,9 @@ def sign(key: str, path: str) -> str:
 
 def verify(keys: tuple[str, ...], signature: str, path: str) -> bool:
     ok = False
+    given = signature.encode()  # as bytes: compare_digest refuses non-ASCII str (found by atheris)
     for key in keys:
-        ok |= hmac.compare_digest(sign(key, path), signature)
+        ok |= hmac.compare_digest(sign(key, path).encode(), given)
     return ok
 
 

@@ -13,6 +13,7 @@ import pytest
 import pyvips
 
 from edge.signing import signed_path
+from tests import rawhttp
 from tests.edge.conftest import Stack
 from tests.images import gif, jpeg, noisy_jpeg, png, svg
 from tests.servers import ServerThread, free_port
@@ -106,6 +107,8 @@ def test_signed_urls_with_rotation(stack: Stack) -> None:
         assert httpx.get(edge.url + tampered).status_code == 403
         truncated = signed_path("new-key", "/w=10/a.jpg")[:20] + "/w=10/a.jpg"
         assert httpx.get(edge.url + truncated).status_code == 403
+        # raw UTF-8 in the request line: refused by the HTTP parser before the edge
+        assert rawhttp.get(edge.port, "/\u00e9t\u00e9/w=10/a.jpg".encode())[0] == 400
         unsigned = httpx.get(f"{edge.url}/_/w=10/a.jpg")
         assert unsigned.status_code == 403
         assert unsigned.text == "unsigned URLs are disabled on this edge\n"

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cdn_common.errors import HTTPError
 from edge.options import (
     FITS,
     IDENTITY,
@@ -14,6 +15,7 @@ from edge.options import (
     TransformSpec,
     parse_options,
 )
+from edge.urls import parse_request
 
 
 @pytest.mark.parametrize(
@@ -151,3 +153,13 @@ def test_plausible_input_raises_only_bad_option(text: str) -> None:
     except BadOption:
         return
     assert parse_options(spec.canonical) == spec
+
+
+def test_a_signature_that_is_not_ascii_is_a_bad_signature() -> None:
+    # found by the atheris target (fuzz/fuzz_urls.py): hmac.compare_digest raised
+    # TypeError for a non-ASCII str, which would have been a 500
+    with pytest.raises(HTTPError) as refused:
+        parse_request(
+            "/\u00e9t\u00e9/w=10/a.jpg", keys=("k",), allow_unsigned=False, allowed_hosts=()
+        )
+    assert refused.value.status == 403
