@@ -27,7 +27,13 @@ import orjson
 from cachetools import LRUCache
 from starlette.types import Receive, Scope, Send
 
-from cdn_common.asgi import AccessMiddleware, HTTPMetrics, send_response, serve_lifespan
+from cdn_common.asgi import (
+    MAX_HEADER_BYTES,
+    AccessMiddleware,
+    HTTPMetrics,
+    send_response,
+    serve_lifespan,
+)
 from cdn_common.auth import bearer_token, find_secret
 from cdn_common.errors import (
     BadGateway,
@@ -761,14 +767,16 @@ class FastPath:
             return
         started = time.perf_counter()
         accept = b""
+        size = 0
         for name, value in scope["headers"]:
+            size += len(name) + len(value)
             if name == b"accept":
                 accept = value
             elif name == b"if-none-match" or name == b"cdn-loop":
                 await self.app(scope, receive, send)
                 return
         method = scope["method"]
-        if method != "GET" and method != "HEAD":
+        if size > MAX_HEADER_BYTES or (method != "GET" and method != "HEAD"):  # 431 or not ours
             await self.app(scope, receive, send)
             return
         status = MEMORY_HIT

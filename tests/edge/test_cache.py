@@ -357,6 +357,11 @@ def test_purge_by_source_url_and_prefix_hard_and_soft(origin: Any) -> None:
         assert purge(source="a.jpg", mode="bogus").status_code == 400
         assert purge(source="a.jpg", url="x").status_code == 400
         assert httpx.post(f"{edge.url}/_purge", json={"source": "a.jpg"}).status_code == 401
+        for wrong in ("Bearer wrong-key", "Bearer purge-ke", "Basic cHVyZ2Uta2V5", "purge-key"):
+            refused = httpx.post(
+                f"{edge.url}/_purge", json={"source": "a.jpg"}, headers={"Authorization": wrong}
+            )
+            assert refused.status_code == 401, wrong
 
 
 def test_writes_through_the_no_options_route_reach_the_origin_and_invalidate(

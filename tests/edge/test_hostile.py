@@ -229,5 +229,10 @@ def test_over_long_urls_and_headers_and_crlf_in_the_path(
             assert client.get("/_/w=10/../../etc/passwd").status_code == 403
             assert client.get("/_/w=10/%2e%2e/%2e%2e/etc/passwd").status_code == 400
             assert client.get("/_/w=120/ok.jpg").status_code == 200
+            # a cached URL (the fast path answers it without parsing) still gets its 431
+            hit = client.get("/_/w=120/ok.jpg")
+            assert hit.headers["cache-status"] == "edge; hit; detail=memory"
+            big = client.get("/_/w=120/ok.jpg", headers={"X-Filler": "a" * 40_000})
+            assert (big.status_code, big.text) == (431, "request headers too large\n")
     finally:
         service.stop()
