@@ -833,7 +833,7 @@ class FastPath:
             if found is None:
                 return None
         entry = self.disk.get_now(*found)
-        if entry is not None and self.policy.capacity and self.memory.put(entry):
+        if entry is not None and self.memory.put(entry):
             self.memory.alias(entry, route)
         return entry
 

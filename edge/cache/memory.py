@@ -25,6 +25,8 @@ class MemoryTier:
         return self.policy.get(key)
 
     def put(self, entry: Entry) -> bool:
+        if not self.policy.capacity:  # L1 off (EDGE_MEMORY_CACHE_MB=0): nothing to hold
+            return False
         old = self.policy.pop(entry.key)
         if old is not None:
             self._forget(old)
