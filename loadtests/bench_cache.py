@@ -13,10 +13,7 @@ client, which is slower than the edge's hit path (its numbers are then the clien
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -28,7 +25,7 @@ from pathlib import Path
 import httpx
 
 from cdn_common.stack import Stack, wait_listening
-from loadtests.bench_origin import wrk
+from loadtests.bench_origin import bench_arguments, best_of, machine, wrk
 from loadtests.bench_transform import drive, peak_rss_mb
 from loadtests.images import CORPUS
 
@@ -129,13 +126,7 @@ def measure(seconds: int, rounds: int, connections: int) -> tuple[int, list[HitR
                     status = httpx.get(url).headers.get("cache-status")
                     print(f"{name}: {status}", file=sys.stderr)
                 load(url, 2, connections)  # warm up
-            best: dict[str, tuple[float, str]] = {}
-            for _ in range(rounds):
-                for name, url in targets.items():
-                    rps, p99 = load(url, seconds, connections)
-                    if rps > best.get(name, (0.0, ""))[0]:
-                        best[name] = (rps, p99)
-                    time.sleep(1)
+            best = best_of(targets, rounds, seconds, connections, load)
             rss = {name: peak_rss_mb(edge.process.pid) for name, edge in edges.items()}
         finally:
             stack.stop()
@@ -158,20 +149,14 @@ def table(rows: list[HitRow]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--connections", type=int, default=32)
-    args = parser.parse_args()
+    args = bench_arguments(__doc__)
     size, rows = measure(args.seconds, args.rounds, args.connections)
     runs = f"best of {args.rounds} x {args.seconds} s"
     print(
         f"\n{size / 1024:.0f} KB response, {GENERATOR} -c{args.connections}, {runs}, "
         "one process each"
     )
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    )
+    print(machine())
     print(table(rows))
     return 0
 

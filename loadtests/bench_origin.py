@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from cdn_common.stack import Stack, wait_listening
@@ -54,12 +55,40 @@ def wrk(url: str, seconds: int, connections: int) -> tuple[float, str]:
     return rps, p99.group(1) if p99 else "?"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+Load = Callable[[str, int, int], tuple[float, str]]  # (url, seconds, connections) -> rps, p99
+
+
+def bench_arguments(description: str | None) -> argparse.Namespace:
+    """The options every hit benchmark takes: run length, rounds, connections."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def best_of(
+    targets: dict[str, str], rounds: int, seconds: int, connections: int, load: Load = wrk
+) -> dict[str, tuple[float, str]]:
+    """Each target's best run; runs alternate between targets so drift hits them all."""
+    best: dict[str, tuple[float, str]] = {}
+    for _ in range(rounds):
+        for name, url in targets.items():
+            rps, p99 = load(url, seconds, connections)
+            if rps > best.get(name, (0.0, ""))[0]:
+                best[name] = (rps, p99)
+            time.sleep(1)
+    return best
+
+
+def machine() -> str:
+    return (
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+
+
+def main() -> int:
+    args = bench_arguments(__doc__)
     if shutil.which("wrk") is None:
         print("wrk is needed: apt-get install wrk", file=sys.stderr)
         return 2
@@ -85,13 +114,7 @@ def main() -> int:
             }
             for url in targets.values():
                 wrk(url, 2, args.connections)  # warm up
-            best: dict[str, tuple[float, str]] = {}
-            for _ in range(args.rounds):
-                for name, url in targets.items():
-                    rps, p99 = wrk(url, args.seconds, args.connections)
-                    if rps > best.get(name, (0.0, ""))[0]:
-                        best[name] = (rps, p99)
-                    time.sleep(1)
+            best = best_of(targets, args.rounds, args.seconds, args.connections)
         finally:
             stack.stop()
             baseline.terminate()
@@ -99,9 +122,7 @@ def main() -> int:
     base = best["starlette (memory)"][0]
     runs = f"best of {args.rounds} x {args.seconds} s"
     print(f"\n{size / 1024:.0f} KB blob, wrk -t1 -c{args.connections}, {runs}")
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    )
+    print(machine())
     print("| server | requests/s | p99 | ratio |\n|---|---|---|---|")
     for name, (rps, p99) in best.items():
         print(f"| {name} | {rps:,.0f} | {p99} | {rps / base:.2f} |")

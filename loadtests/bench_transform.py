@@ -124,11 +124,16 @@ def plain_threads(data: bytes, work: Workload, n: int, seconds: float) -> float:
     return sum(counts) / seconds
 
 
-def peak_rss_mb(pid: int) -> float:
+def status_mb(pid: int, field: str) -> float:
+    """A memory field of /proc/PID/status (VmRSS now, VmHWM the peak), in MB; 0 if absent."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def peak_rss_mb(pid: int) -> float:
+    return status_mb(pid, "VmHWM")
 
 
 async def drive(url_for: object, seconds: float, concurrency: int) -> tuple[int, list[float], int]:

@@ -33,6 +33,7 @@ from pathlib import Path
 import httpx
 
 from cdn_common.stack import Service, Stack, free_port, wait_listening
+from loadtests.bench_transform import status_mb
 from loadtests.images import CORPUS
 from loadtests.suite import Image, format_images, parse_images, upload, warm
 
@@ -198,10 +199,8 @@ class RssSampler(threading.Thread):
     def run(self) -> None:
         started = time.monotonic()
         while not self._stop_event.is_set():
-            with contextlib.suppress(OSError, ValueError):
-                status = Path(f"/proc/{self.pid}/status").read_text()
-                kb = int(re.search(r"^VmRSS:\s+(\d+)", status, re.M).group(1))  # type: ignore[union-attr]
-                self.samples.append((time.monotonic() - started, kb / 1024))
+            with contextlib.suppress(OSError):
+                self.samples.append((time.monotonic() - started, status_mb(self.pid, "VmRSS")))
             self._stop_event.wait(1.0)
 
     def stop(self) -> None:
@@ -321,6 +320,7 @@ def summary(
     limit: float | None,
     failures: dict[str, int],
     notes: list[str],
+    memory: list[str],
 ) -> str:
     lines = [
         f"# Load test: {args.scenario}",
@@ -367,7 +367,8 @@ def summary(
                 else ""
             ),
         ]
-    lines += [n if not n or n.startswith(("Edge RSS", "!", "(")) else f"Note: {n}" for n in notes]
+    lines += memory
+    lines += [""] + [f"Note: {n}" for n in notes]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -464,13 +465,14 @@ def main(argv: list[str] | None = None) -> int:
             _mend(target.origin)
         (report / "locust.log").write_bytes(output)
         after = cache_results(target.edge)
-        memory = sampler.write(report, f"{args.scenario}, {args.users} users") if sampler else []
+        memory = []
         if sampler is not None:
             sampler.stop()
+            memory = sampler.write(report, f"{args.scenario}, {args.users} users")
 
     rows = read_stats(Path(f"{prefix}_stats.csv"))
     failures = failure_counts(Path(f"{prefix}_failures.csv"))
-    text = summary(args, rows, before, after, limit, failures, [*memory, "", *notes])
+    text = summary(args, rows, before, after, limit, failures, notes, memory)
     (report / "summary.md").write_text(text)
     print(text)
     print(f"report: {report}")
