@@ -45,11 +45,16 @@ class Stack:
         self,
         blobs: Path,
         *,
+        cache: Path,
         origin_port: int,
         edge_port: int,
         edge_env: dict[str, str] | None = None,
     ) -> tuple[Service, Service]:
-        """An origin over the directory `blobs` and an edge in front of it, access logs off."""
+        """An origin over the directory `blobs` and an edge caching in `cache`, access logs off.
+
+        `cache` is explicit: a benchmark that left it at the default (./data/cache) would
+        find the previous run's variants on disk and measure hits instead of transforms.
+        """
         origin = self.start(
             "origin",
             origin_port,
@@ -65,6 +70,7 @@ class Stack:
             {
                 "EDGE_PORT": str(edge_port),
                 "EDGE_ORIGIN_URL": origin.url,
+                "EDGE_CACHE_DIR": str(cache),
                 "EDGE_ACCESS_LOG": "false",
                 **(edge_env or {}),
             },

@@ -59,7 +59,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--clients", type=int, default=64)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as cache:
         root = Path(tmp)
         (root / "huge").mkdir()
         (root / "small").mkdir()
@@ -69,7 +69,7 @@ def main() -> int:
         (root / "small" / "0").write_bytes(sample("photo-2560"))
         stack = Stack()
         try:
-            _, edge = stack.start_pair(root, origin_port=18381, edge_port=18380)
+            _, edge = stack.start_pair(root, cache=Path(cache), origin_port=18381, edge_port=18380)
             _, statuses, small = asyncio.run(flood(edge.url, args.seconds, args.clients))
             rss = peak_rss_mb(edge.process.pid)
         finally:

@@ -175,9 +175,11 @@ def bench_edge(
         for i in range(1, 5000):
             os.link(first, folder / str(i))
     stack = Stack()
+    cache = Path(tempfile.mkdtemp(dir=root, prefix="cache-"))  # fresh: nothing from earlier runs
     try:
         _, edge = stack.start_pair(
             blobs,
+            cache=cache,
             origin_port=18181,
             edge_port=18180,
             edge_env={
@@ -206,6 +208,7 @@ def bench_edge(
         rss = peak_rss_mb(edge.process.pid)
     finally:
         stack.stop()
+        shutil.rmtree(cache, ignore_errors=True)
     return {**result, "rss": rss}
 
 

@@ -26,7 +26,11 @@ def run(root: Path, decoded_mb: str, seconds: float, concurrency: int) -> float:
     stack = Stack()
     try:
         _, edge = stack.start_pair(
-            root, origin_port=18281, edge_port=18280, edge_env={"EDGE_DECODED_CACHE_MB": decoded_mb}
+            root / "blobs",
+            cache=Path(tempfile.mkdtemp(dir=root)),  # each run starts cold: no variant on disk
+            origin_port=18281,
+            edge_port=18280,
+            edge_env={"EDGE_DECODED_CACHE_MB": decoded_mb},
         )
         widths = itertools.count(200)
 
@@ -48,9 +52,9 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        (root / "v").mkdir()
+        (root / "blobs" / "v").mkdir(parents=True)
         for i in range(3):
-            (root / "v" / f"{i}.jpg").write_bytes(sample("photo-2560"))
+            (root / "blobs" / "v" / f"{i}.jpg").write_bytes(sample("photo-2560"))
         without = run(root, "0", args.seconds, args.concurrency)
         with_copies = run(root, "256", args.seconds, args.concurrency)
     print("| edge | req/s (100-1199 px WebP, 3 sources) |\n|---|---|")
