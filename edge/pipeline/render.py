@@ -88,6 +88,12 @@ class Rendered:
     from_pivot: bool = False  # made from a pre-shrunk copy rather than the source bytes
 
 
+def quick_header(data: bytes) -> bool:
+    """A JPEG or PNG: its header is read without walking the file (a GIF's frame count,
+    an SVG's scan or a HEIF box tree can take longer, and go to a thread)."""
+    return data[:3] == b"\xff\xd8\xff" or data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def probe(data: bytes, limits: Limits) -> SourceInfo:
     """The header only (no pixels); refuses what is not an image or is over the limits."""
     if not data:

@@ -10,7 +10,15 @@ import pyvips
 
 from cdn_common.errors import PayloadTooLarge, UnsupportedMedia
 from edge.options import parse_options
-from edge.pipeline.render import Encoding, Limits, Rendered, UnprocessableImage, prepare, render
+from edge.pipeline.render import (
+    Encoding,
+    Limits,
+    Rendered,
+    UnprocessableImage,
+    prepare,
+    quick_header,
+    render,
+)
 from tests.images import (
     cmyk_jpeg,
     gif,
@@ -37,6 +45,12 @@ def decoded(result: Rendered) -> pyvips.Image:
     if image.get_typeof("n-pages") and image.get("n-pages") > 1:
         image = pyvips.Image.new_from_buffer(result.body, "", n=-1)
     return image
+
+
+def test_only_jpeg_and_png_headers_are_read_on_the_event_loop() -> None:
+    # the others (frame counts, SVG scans, HEIF boxes) can walk the whole file
+    assert quick_header(jpeg()) and quick_header(png()) and quick_header(png(alpha=True))
+    assert not any(quick_header(data) for data in (gif(), webp(), svg(), b"", b"\xff\xd8"))
 
 
 def test_resize_keeps_aspect() -> None:
