@@ -107,7 +107,7 @@ machine, so each figure is a ratio to a baseline measured in the same run: these
 httptools and uvloop, load from {results["hit_generator"]} with {args.connections}
 connections, best of {args.rounds} x {args.seconds} s runs, alternated. L2 is an edge
 with L1 off (`EDGE_MEMORY_CACHE_MB=0`), so every request reads its disk file. Peak RSS is
-the edge's VmHWM at the end.
+the edge's VmHWM at the end (with its transform worker processes, if it started any).
 
 {hits}
 
@@ -116,8 +116,10 @@ the edge's VmHWM at the end.
 Unique URLs (nothing cached: each request names a new source key), the edge's default
 encoder settings, load from {results["transform_generator"]} with {args.concurrency}
 connections, {args.seconds} s per run. The plain loops are `thumbnail_buffer` + the same
-encoder, with `VIPS_CONCURRENCY=1`. The edge is restarted per workload, so its peak RSS is
-that workload's.
+encoder, with `VIPS_CONCURRENCY=1`. The edge (its defaults: transforms in worker
+processes) is restarted per workload, with an empty cache directory, so its peak RSS is
+that workload's: the sum of the VmHWM of the edge and its worker processes (an upper
+bound: the peaks need not coincide).
 
 {transforms}
 """

@@ -125,14 +125,22 @@ def plain_threads(data: bytes, work: Workload, n: int, seconds: float) -> float:
 
 
 def status_mb(pid: int, field: str) -> float:
-    """A memory field of /proc/PID/status (VmRSS now, VmHWM the peak), in MB; 0 if absent."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """A memory field of /proc/PID/status (VmRSS now, VmHWM the peak), in MB, summed over
+    the process and its descendants (the edge's transform worker processes); 0 if gone."""
+    total = 0.0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                total = int(line.split()[1]) / 1024
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return total
+    return total + sum(status_mb(int(child), field) for child in children)
 
 
 def peak_rss_mb(pid: int) -> float:
+    """Peak RSS of a process tree: the sum of each process's own peak (an upper bound,
+    the peaks need not coincide)."""
     return status_mb(pid, "VmHWM")
 
 
