@@ -178,8 +178,8 @@ class EdgeApp:
             png_effort=settings.png_effort,
         )
         self.max_src_bytes = int(settings.max_src_mb * MIB)
-        # decoded copies are libvips images in this process: useless to worker processes
-        self.pivots_enabled = settings.decoded_cache_mb > 0 and not settings.transform_processes
+        # decoded copies are libvips images in this process: their jobs run in its threads
+        self.pivots_enabled = settings.decoded_cache_mb > 0
         self._probed: dict[tuple[str, str | None], SourceInfo] = {}
         self._cache_control = settings.cache_control.encode()
         self.fills: Coalescer[tuple[Entry, str]] = Coalescer()
@@ -594,6 +594,7 @@ class EdgeApp:
             pivot_side,
             cost=job.cost,
             deadline=deadline,
+            here=pivot is not None or pivot_side > 0,
         )
         if rendered.pivot is not None and version:
             self.stats.copies_made += 1

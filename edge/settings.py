@@ -29,14 +29,15 @@ class EdgeSettings(ServiceSettings):
         description="Hosts allowed as absolute http(s) sources (`*.example.com` for subdomains).",
     )
     workers: int = Field(
-        CPUS,
+        CPUS + 1,
         ge=1,
         le=256,
-        description="Concurrent transforms.",
-        json_schema_extra={"doc_default": "CPU count"},
+        description="Concurrent transforms (large decodes: at most one per core).",
+        json_schema_extra={"doc_default": "CPU count + 1"},
     )
     transform_processes: bool = Field(
-        False, description="Run transforms in worker processes instead of threads."
+        True,
+        description="Run transforms in worker processes (false: threads of the edge process).",
     )
     queue: int = Field(
         64 * CPUS,
@@ -52,7 +53,7 @@ class EdgeSettings(ServiceSettings):
         256, ge=0, description="Memory for source bytes, kept as the origin's Cache-Control allows."
     )
     decoded_cache_mb: float = Field(
-        256, ge=0, description="Memory for pre-shrunk decoded copies of hot sources (threads only)."
+        256, ge=0, description="Memory for pre-shrunk decoded copies of hot sources."
     )
     memory_cache_mb: float = Field(
         256, ge=0, description="L1: memory for cached responses (bytes of bodies)."

@@ -4,11 +4,18 @@ A request fetching a source for a transform reserves its size (from Content-Leng
 before the body is read) from a budget of source bytes in flight (`hold`), so the
 sources held by waiting requests are bounded in bytes, not by the queue length. Then
 it reserves an estimate of its decode memory and takes a worker slot in its lane:
-small jobs (estimate under `SMALL_JOB`) and large ones have `workers` slots each, so
-thumbnails keep flowing while huge sources decode. At most `queue` requests wait at
-any of these steps; beyond that a request is refused at once with 503 + Retry-After.
-Waiting is bounded by the request's deadline (504). libvips releases the GIL, so
-threads use every core; `processes=True` runs the same functions in processes instead.
+small jobs (estimate under `SMALL_JOB`) have `workers` slots and large ones at most one
+per core, so thumbnails keep flowing while huge sources decode. (More large decodes than
+cores only thrash the CPU caches: three 5120x2880 progressive JPEGs at once on two cores
+took 372 ms of CPU each against 283 ms two at a time. Small jobs gain from one more
+worker than cores: a job is ready when one ends, while the event loop hands results back.)
+At most `queue` requests wait at any of these steps; beyond that a request is refused
+at once with 503 + Retry-After. Waiting is bounded by the request's deadline (504).
+
+Jobs run in worker processes (`processes=True`, the default): libvips releases the GIL,
+but pyvips' Python side between calls does not, and threads sharing it with the event
+loop left a quarter of two cores idle in the transform benchmark. Jobs that must see
+this process's memory (`here=True`: a decoded copy of a hot source) run in threads.
 """
 
 from __future__ import annotations
@@ -42,16 +49,16 @@ class TransformPool:
         processes: bool = False,
     ) -> None:
         self.queue = queue
-        self._executor: Executor
+        large = min(workers, os.cpu_count() or 1)
+        self._lanes = {"small": asyncio.Semaphore(workers), "large": asyncio.Semaphore(large)}
+        self._threads = ThreadPoolExecutor(workers + large, thread_name_prefix="transform")
+        self._executor: Executor = self._threads
         if processes:
             self._executor = ProcessPoolExecutor(
-                2 * workers,
+                workers + large,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_process,
             )
-        else:
-            self._executor = ThreadPoolExecutor(2 * workers, thread_name_prefix="transform")
-        self._lanes = {"small": asyncio.Semaphore(workers), "large": asyncio.Semaphore(workers)}
         self._memory = ByteBudget(memory_budget)
         self.sources = ByteBudget(source_budget)
         self.waiting = 0
@@ -78,14 +85,18 @@ class TransformPool:
     async def release_source(self, size: int) -> None:
         await self.sources.give(size)
 
-    async def run(self, fn: Callable[..., T], *args: object, cost: int, deadline: float) -> T:
-        """Run `fn(*args)` in a worker once its memory and a slot in its lane are free."""
+    async def run(
+        self, fn: Callable[..., T], *args: object, cost: int, deadline: float, here: bool = False
+    ) -> T:
+        """Run `fn(*args)` in a worker once its memory and a slot in its lane are free;
+        `here`: in a thread of this process even when the pool runs processes."""
+        executor = self._threads if here else self._executor
         cost = self._memory.clamp(cost)  # a source over the budget runs alone
         lane = self._lanes["small" if cost < SMALL_JOB else "large"]
         if self._memory.free >= cost and not lane.locked():
             self._memory.free -= cost  # room now: no queueing (no await until acquired)
             await lane.acquire()
-            return await self._execute(fn, args, lane, cost)
+            return await self._execute(executor, fn, args, lane, cost)
         self._enter_queue()
         try:
             # memory first: a big job waiting for room must not sit on a slot
@@ -97,14 +108,19 @@ class TransformPool:
                 raise
         finally:
             self.waiting -= 1
-        return await self._execute(fn, args, lane, cost)
+        return await self._execute(executor, fn, args, lane, cost)
 
     async def _execute(
-        self, fn: Callable[..., T], args: tuple[object, ...], lane: asyncio.Semaphore, cost: int
+        self,
+        executor: Executor,
+        fn: Callable[..., T],
+        args: tuple[object, ...],
+        lane: asyncio.Semaphore,
+        cost: int,
     ) -> T:
         self.running += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+            return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
         finally:
             self.running -= 1
             lane.release()
@@ -116,6 +132,7 @@ class TransformPool:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
 
 class ByteBudget:

@@ -250,10 +250,14 @@ def test_transforms_in_worker_processes(stack: Stack) -> None:
     assert refused.text == "image is truncated or corrupt\n"
 
 
-def test_new_variants_of_a_hot_source_skip_the_fetch_and_the_decode(stack: Stack) -> None:
+@pytest.mark.parametrize("processes", [False, True], ids=["threads", "processes"])
+def test_new_variants_of_a_hot_source_skip_the_fetch_and_the_decode(
+    stack: Stack, processes: bool
+) -> None:
+    # with worker processes too: jobs that use or make a decoded copy run in this process
     data = noisy_jpeg(2000, 1250)
     stack.put("hot.jpg", data)
-    with stack.edge() as edge:
+    with stack.edge(transform_processes=processes) as edge:
         direct = httpx.get(f"{edge.url}/_/w=300/hot.jpg")  # first sight: from the bytes
         made = httpx.get(f"{edge.url}/_/w=301/hot.jpg")  # second: makes the copy
         widths = [httpx.get(f"{edge.url}/_/w={w},f=webp/hot.jpg") for w in (120, 640, 1000)]
