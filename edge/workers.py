@@ -52,13 +52,20 @@ class TransformPool:
         large = min(workers, os.cpu_count() or 1)
         self._lanes = {"small": asyncio.Semaphore(workers), "large": asyncio.Semaphore(large)}
         self._threads = ThreadPoolExecutor(workers + large, thread_name_prefix="transform")
-        self._executor: Executor = self._threads
+        # each lane has its own processes: a process keeps the heap of the largest image it
+        # decoded, so only the `large` ones grow to 5K sizes (one shared pool: 1,118 MB for
+        # the 64-client 5K flood, as every process took a large job in turn; malloc_trim
+        # after each cost 40% of the 5K throughput in page faults)
+        self._executors: dict[str, Executor] = {"small": self._threads, "large": self._threads}
         if processes:
-            self._executor = ProcessPoolExecutor(
-                workers + large,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_process,
-            )
+            self._executors = {
+                lane: ProcessPoolExecutor(
+                    size,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_init_process,
+                )
+                for lane, size in (("small", workers), ("large", large))
+            }
         self._memory = ByteBudget(memory_budget)
         self.sources = ByteBudget(source_budget)
         self.waiting = 0
@@ -90,9 +97,10 @@ class TransformPool:
     ) -> T:
         """Run `fn(*args)` in a worker once its memory and a slot in its lane are free;
         `here`: in a thread of this process even when the pool runs processes."""
-        executor = self._threads if here else self._executor
         cost = self._memory.clamp(cost)  # a source over the budget runs alone
-        lane = self._lanes["small" if cost < SMALL_JOB else "large"]
+        kind = "small" if cost < SMALL_JOB else "large"
+        lane = self._lanes[kind]
+        executor = self._threads if here else self._executors[kind]
         if self._memory.free >= cost and not lane.locked():
             self._memory.free -= cost  # room now: no queueing (no await until acquired)
             await lane.acquire()
@@ -131,8 +139,8 @@ class TransformPool:
         return self._memory.total - self._memory.free
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        self._threads.shutdown(wait=False, cancel_futures=True)
+        for executor in {*self._executors.values(), self._threads}:
+            executor.shutdown(wait=False, cancel_futures=True)
 
 
 class ByteBudget:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 
@@ -92,3 +93,22 @@ async def test_a_job_over_the_whole_budget_runs_alone() -> None:
     pool = TransformPool(workers=2, queue=10, memory_budget=100)
     assert await pool.run(Tracker().job, 0.01, cost=10 * BIG, deadline=later(5)) == "done"
     pool.close()
+
+
+async def test_worker_processes_keep_large_jobs_to_their_own_processes() -> None:
+    # a process keeps the heap of the largest image it decoded: only the large lane's
+    # processes (at most one per core) may grow to it; `here` jobs stay in this process
+    pool = TransformPool(workers=2, queue=20, memory_budget=10 * BIG, processes=True)
+    try:
+        small = await asyncio.gather(
+            *(pool.run(os.getpid, cost=1, deadline=later(60)) for _ in range(8))
+        )
+        large = await asyncio.gather(
+            *(pool.run(os.getpid, cost=BIG, deadline=later(60)) for _ in range(8))
+        )
+        here = await pool.run(os.getpid, cost=BIG, deadline=later(60), here=True)
+    finally:
+        pool.close()
+    assert set(small).isdisjoint(large)
+    assert os.getpid() not in {*small, *large} and here == os.getpid()
+    assert len(set(large)) <= min(2, os.cpu_count() or 1)
