@@ -78,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
                 "p50_ms": edge["p50"],
                 "p99_ms": edge["p99"],
                 "peak_rss_mb": edge["rss"],
+                "cpu_ms_per_request": {
+                    part: edge[f"{part}_ms"]
+                    for part in ("edge", "workers", "origin")
+                    if f"{part}_ms" in edge
+                },
             }
             for work, _, _, _, edge, best in transforms
         ],

@@ -138,6 +138,19 @@ def status_mb(pid: int, field: str) -> float:
     return total + sum(status_mb(int(child), field) for child in children)
 
 
+def cpu_seconds(pid: int, *, descendants: bool = False) -> float:
+    """User + system CPU of a process (all its threads), with its live descendants."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    if not descendants:
+        return own
+    return own + sum(cpu_seconds(int(child), descendants=True) for child in children)
+
+
 def peak_rss_mb(pid: int) -> float:
     """Peak RSS of a process tree: the sum of each process's own peak (an upper bound,
     the peaks need not coincide)."""
@@ -185,7 +198,7 @@ def bench_edge(
     stack = Stack()
     cache = Path(tempfile.mkdtemp(dir=root, prefix="cache-"))  # fresh: nothing from earlier runs
     try:
-        _, edge = stack.start_pair(
+        origin, edge = stack.start_pair(
             blobs,
             cache=cache,
             origin_port=18181,
@@ -196,15 +209,27 @@ def bench_edge(
                 **EXTRA_EDGE_ENV,
             },
         )
-        path = f"/_/w={work.width},f={work.format}/{work.sample}/"
-        modulo = 4 if cached_sources else 4900  # 4 sources held in memory, or all different
+        options = f"w={work.width},f={work.format}"
+        if cached_sources:
+            # 4 sources held in memory; every URL still new: a background colour that
+            # changes the cache key and nothing else (no alpha to flatten, no padding)
+            options += ",background=%23"
+        path = f"/_/{options}/{work.sample}/"
+        modulo = 4 if cached_sources else 4900
         if shutil.which("wrk"):
             wrk_run(edge.url, path, modulo, 2, concurrency, root, first=2000)  # warm up
+            before = _cpu(edge.process.pid, origin.process.pid)
             result = wrk_run(edge.url, path, modulo, seconds, concurrency, root)
+            # CPU per request: where the time beyond the transform itself goes
+            served = max(1.0, result["rps"] * seconds)
+            after = _cpu(edge.process.pid, origin.process.pid)
+            names = ("edge_ms", "workers_ms", "origin_ms")
+            for name, start, end in zip(names, before, after, strict=True):
+                result[name] = (end - start) * 1000 / served
         else:
-            asyncio.run(drive(lambda i: f"{edge.url}{path}{4999 - i % 50}", 2, concurrency))
+            asyncio.run(drive(lambda i: edge.url + _path(path, 2000 + i, modulo), 2, concurrency))
             done, latencies, failures = asyncio.run(
-                drive(lambda i: f"{edge.url}{path}{i % modulo}", seconds, concurrency)
+                drive(lambda i: edge.url + _path(path, i, modulo), seconds, concurrency)
             )
             latencies.sort()
             result = {
@@ -220,6 +245,21 @@ def bench_edge(
     return {**result, "rss": rss}
 
 
+def _path(path: str, counter: int, modulo: int) -> str:
+    """The request path for `counter`: the next source, and a new colour when the path
+    asks for one (`...%23/`)."""
+    if "%23/" in path:
+        options, source = path.split("%23/")
+        path = f"{options}%23{counter % 0x1000000:06x}/{source}"
+    return f"{path}{counter % modulo}"
+
+
+def _cpu(edge: int, origin: int) -> tuple[float, float, float]:
+    """CPU seconds so far: the edge process, its worker processes, the origin."""
+    own = cpu_seconds(edge)
+    return own, cpu_seconds(edge, descendants=True) - own, cpu_seconds(origin)
+
+
 def wrk_run(
     base: str,
     path: str,
@@ -229,13 +269,22 @@ def wrk_run(
     root: Path,
     first: int = 0,
 ) -> dict[str, float]:
-    """wrk with a Lua script that walks the sources, so each request names the next one."""
+    """wrk with a Lua script that walks the sources, so each request names the next one
+    (the same paths as `_path`)."""
+    options, source = path.split("%23/") if "%23/" in path else (None, path)
+    if options is None:
+        expression = f'"{path}" .. (counter % {modulo})'
+    else:
+        expression = (
+            f'"{options}%23" .. string.format("%06x", counter) .. "/{source}" '
+            f".. (counter % {modulo})"
+        )
     script = root / "paths.lua"
     script.write_text(
         f"counter = {first}\n"
         "request = function()\n"
         "  counter = counter + 1\n"
-        f'  return wrk.format("GET", "{path}" .. (counter % {modulo}))\n'
+        f'  return wrk.format("GET", {expression})\n'
         "end\n"
     )
     out = subprocess.run(
@@ -300,8 +349,9 @@ def table(rows: list[Row]) -> str:
         "p50 ms",
         "p99 ms",
         "edge peak RSS MB",
+        "CPU ms/request: edge + workers + origin",
     ]
-    lines = ["| " + " | ".join(columns) + " |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
     for work, one, procs, threads, edge, best in rows:
         cells = [
             work.name,
@@ -313,6 +363,11 @@ def table(rows: list[Row]) -> str:
             f"{edge['p50']:.0f}",
             f"{edge['p99']:.0f}",
             f"{edge['rss']:.0f}",
+            (
+                f"{edge['edge_ms']:.1f} + {edge['workers_ms']:.1f} + {edge['origin_ms']:.1f}"
+                if "edge_ms" in edge
+                else "-"
+            ),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -326,7 +381,8 @@ def main() -> int:
     parser.add_argument(
         "--cached-sources",
         action="store_true",
-        help="unique URLs over 4 sources held in the edge's source cache (no fetch per request)",
+        help="4 sources held in the edge's source cache (no fetch per request), results not "
+        "stored (every request transforms)",
     )
     args = parser.parse_args()
     rows = measure(args.seconds, args.concurrency, args.only, args.cached_sources)

@@ -188,11 +188,13 @@ def ceiling(users: int, seconds: float, scratch: Path) -> float:
 
 
 class RssSampler(threading.Thread):
-    """The edge's resident memory (VmRSS) once a second while the run lasts."""
+    """The edge's resident memory (VmRSS, with its worker processes) every `interval`
+    seconds while the run lasts."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, interval: float = 1.0) -> None:
         super().__init__(daemon=True)
         self.pid = pid
+        self.interval = interval
         self.samples: list[tuple[float, float]] = []  # (seconds since start, MB)
         self._stop_event = threading.Event()
 
@@ -201,7 +203,7 @@ class RssSampler(threading.Thread):
         while not self._stop_event.is_set():
             with contextlib.suppress(OSError):
                 self.samples.append((time.monotonic() - started, status_mb(self.pid, "VmRSS")))
-            self._stop_event.wait(1.0)
+            self._stop_event.wait(self.interval)
 
     def stop(self) -> None:
         self._stop_event.set()
