@@ -212,10 +212,14 @@ class DiskTier:
 
     @staticmethod
     def _write_file(path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{id(data):x}{TMP_SUFFIX}")
         try:
-            with open(tmp, "wb") as f:
+            try:
+                f = open(tmp, "wb")  # noqa: SIM115 - closed below
+            except FileNotFoundError:  # the shard's first file (not a mkdir per write)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                f = open(tmp, "wb")  # noqa: SIM115
+            with f:
                 f.write(data)
             os.replace(tmp, path)
         except BaseException:
