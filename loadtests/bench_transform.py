@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import platform
@@ -124,31 +125,35 @@ def plain_threads(data: bytes, work: Workload, n: int, seconds: float) -> float:
     return sum(counts) / seconds
 
 
+def process_tree(pid: int) -> list[int]:
+    """The process and its live descendants (the edge's transform worker processes)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:  # gone
+        return []
+    return [pid, *(each for child in children for each in process_tree(int(child)))]
+
+
 def status_mb(pid: int, field: str) -> float:
     """A memory field of /proc/PID/status (VmRSS now, VmHWM the peak), in MB, summed over
-    the process and its descendants (the edge's transform worker processes); 0 if gone."""
+    the process and its descendants; 0 if gone."""
     total = 0.0
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                total = int(line.split()[1]) / 1024
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return total
-    return total + sum(status_mb(int(child), field) for child in children)
+    for each in process_tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{each}/status").read_text().splitlines():
+                if line.startswith(f"{field}:"):
+                    total += int(line.split()[1]) / 1024
+    return total
 
 
 def cpu_seconds(pid: int, *, descendants: bool = False) -> float:
     """User + system CPU of a process (all its threads), with its live descendants."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return 0.0
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    if not descendants:
-        return own
-    return own + sum(cpu_seconds(int(child), descendants=True) for child in children)
+    total = 0
+    for each in process_tree(pid) if descendants else [pid]:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -209,17 +214,12 @@ def bench_edge(
                 **EXTRA_EDGE_ENV,
             },
         )
-        options = f"w={work.width},f={work.format}"
-        if cached_sources:
-            # 4 sources held in memory; every URL still new: a background colour that
-            # changes the cache key and nothing else (no alpha to flatten, no padding)
-            options += ",background=%23"
-        path = f"/_/{options}/{work.sample}/"
-        modulo = 4 if cached_sources else 4900
+        # 4 sources held in memory, or all different
+        paths = Paths(work, modulo=4 if cached_sources else 4900, colour=cached_sources)
         if shutil.which("wrk"):
-            wrk_run(edge.url, path, modulo, 2, concurrency, root, first=2000)  # warm up
+            wrk_run(edge.url, paths, 2, concurrency, root, first=2000)  # warm up
             before = _cpu(edge.process.pid, origin.process.pid)
-            result = wrk_run(edge.url, path, modulo, seconds, concurrency, root)
+            result = wrk_run(edge.url, paths, seconds, concurrency, root)
             # CPU per request: where the time beyond the transform itself goes
             served = max(1.0, result["rps"] * seconds)
             after = _cpu(edge.process.pid, origin.process.pid)
@@ -227,9 +227,9 @@ def bench_edge(
             for name, start, end in zip(names, before, after, strict=True):
                 result[name] = (end - start) * 1000 / served
         else:
-            asyncio.run(drive(lambda i: edge.url + _path(path, 2000 + i, modulo), 2, concurrency))
+            asyncio.run(drive(lambda i: edge.url + paths.at(2000 + i), 2, concurrency))
             done, latencies, failures = asyncio.run(
-                drive(lambda i: edge.url + _path(path, i, modulo), seconds, concurrency)
+                drive(lambda i: edge.url + paths.at(i), seconds, concurrency)
             )
             latencies.sort()
             result = {
@@ -245,13 +245,26 @@ def bench_edge(
     return {**result, "rss": rss}
 
 
-def _path(path: str, counter: int, modulo: int) -> str:
-    """The request path for `counter`: the next source, and a new colour when the path
-    asks for one (`...%23/`)."""
-    if "%23/" in path:
-        options, source = path.split("%23/")
-        path = f"{options}%23{counter % 0x1000000:06x}/{source}"
-    return f"{path}{counter % modulo}"
+@dataclass(frozen=True)
+class Paths:
+    """Request path number `counter` for a workload: source `counter % modulo`; with
+    `colour`, also a new background colour, which changes the cache key and nothing else
+    (no alpha to flatten, no padding), so every URL is new over a few sources."""
+
+    work: Workload
+    modulo: int
+    colour: bool = False
+
+    def at(self, counter: int) -> str:
+        colour = f",background=%23{counter % 0x1000000:06x}" if self.colour else ""
+        options = f"w={self.work.width},f={self.work.format}{colour}"
+        return f"/_/{options}/{self.work.sample}/{counter % self.modulo}"
+
+    def lua(self) -> str:
+        """The same path as a Lua expression of `counter`, for wrk."""
+        colour = ',background=%23" .. string.format("%06x", counter) .. "' if self.colour else ""
+        options = f"w={self.work.width},f={self.work.format}{colour}"
+        return f'"/_/{options}/{self.work.sample}/" .. (counter % {self.modulo})'
 
 
 def _cpu(edge: int, origin: int) -> tuple[float, float, float]:
@@ -262,29 +275,19 @@ def _cpu(edge: int, origin: int) -> tuple[float, float, float]:
 
 def wrk_run(
     base: str,
-    path: str,
-    modulo: int,
+    paths: Paths,
     seconds: float,
     concurrency: int,
     root: Path,
     first: int = 0,
 ) -> dict[str, float]:
-    """wrk with a Lua script that walks the sources, so each request names the next one
-    (the same paths as `_path`)."""
-    options, source = path.split("%23/") if "%23/" in path else (None, path)
-    if options is None:
-        expression = f'"{path}" .. (counter % {modulo})'
-    else:
-        expression = (
-            f'"{options}%23" .. string.format("%06x", counter) .. "/{source}" '
-            f".. (counter % {modulo})"
-        )
+    """wrk with a Lua script that walks the sources, so each request names the next one."""
     script = root / "paths.lua"
     script.write_text(
         f"counter = {first}\n"
         "request = function()\n"
         "  counter = counter + 1\n"
-        f'  return wrk.format("GET", {expression})\n'
+        f'  return wrk.format("GET", {paths.lua()})\n'
         "end\n"
     )
     out = subprocess.run(
