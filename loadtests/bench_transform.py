@@ -239,6 +239,8 @@ def bench_edge(
                 "failures": failures,
             }
         rss = peak_rss_mb(edge.process.pid)
+        if result["failures"]:  # errors answer fast: they would pass for throughput
+            raise RuntimeError(f"{work.name}: {result['failures']:.0f} answers were not 2xx")
     finally:
         stack.stop()
         shutil.rmtree(cache, ignore_errors=True)
