@@ -38,6 +38,7 @@ def configure_logging(level: str = "info") -> None:
 
 
 MILLIS = b'.%03dZ","level":"info","logger":"access","msg":"request",'
+UNTIMED = -1.0  # a line whose members are complete (no duration to append)
 
 
 class AccessLog:
@@ -46,17 +47,20 @@ class AccessLog:
     One JSON line per request is the contract; a write syscall per request is not
     (it cost a third of a cached GET's CPU). Like nginx's `access_log ... buffer= flush=`,
     lines are gathered here (stdout may well be unbuffered: PYTHONUNBUFFERED is common in
-    containers) and written when 64 KiB are waiting or a second after the first, whichever
-    comes first.
+    containers) and written when FLUSH_LINES are waiting or a second after the first,
+    whichever comes first. A request only records its parts (time, prebuilt members,
+    duration); the lines are formatted together at the flush: per line that is a list
+    append on the request path, where building it there cost a cache hit 5-6 us (a
+    sixth of its time) against 1 us formatted in bulk.
     """
 
     FLUSH_AFTER = 1.0
-    FLUSH_BYTES = 65536
+    FLUSH_LINES = 512
 
     def __init__(self, stream: BinaryIO | None = None) -> None:
         self._stream = stream
         self._pending = False
-        self._buffer = bytearray()
+        self._lines: list[tuple[float, bytes, float]] = []
         self._second = -1
         self._prefix = b""
 
@@ -66,18 +70,13 @@ class AccessLog:
     def write_json(self, rest: bytes) -> None:
         """A line whose fields after the standard ones are `rest`: a JSON object's members
         and its closing brace (`"a":1}`), so callers can pre-build the constant part."""
-        now = time.time()
-        second = int(now)
-        if second != self._second:  # the formatted date changes once a second
-            self._second = second
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._prefix = b'{"time":"' + stamp.encode()
-        buffer = self._buffer
-        buffer += self._prefix
-        buffer += MILLIS % (int(now * 1000) % 1000)
-        buffer += rest
-        buffer += b"\n"
-        if len(buffer) >= self.FLUSH_BYTES:
+        self.write_timed(rest, UNTIMED)
+
+    def write_timed(self, members: bytes, seconds: float) -> None:
+        """A line of prebuilt `members` ending in `"duration_ms":`, then `seconds`."""
+        lines = self._lines
+        lines.append((time.time(), members, seconds))
+        if len(lines) >= self.FLUSH_LINES:
             self.flush()
         elif not self._pending:
             self._pending = True
@@ -88,8 +87,22 @@ class AccessLog:
 
     def flush(self) -> None:
         self._pending = False
-        if self._buffer:
-            stream = self._stream or sys.stdout.buffer
-            stream.write(self._buffer)
-            stream.flush()
-            self._buffer.clear()
+        if not self._lines:
+            return
+        out = bytearray()
+        for now, members, seconds in self._lines:
+            second = int(now)
+            if second != self._second:  # the formatted date changes once a second
+                self._second = second
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+                self._prefix = b'{"time":"' + stamp.encode()
+            out += self._prefix
+            out += MILLIS % (int(now * 1000) % 1000)
+            out += members
+            if seconds != UNTIMED:
+                out += b"%.3f}" % (seconds * 1000)
+            out += b"\n"
+        self._lines.clear()
+        stream = self._stream or sys.stdout.buffer
+        stream.write(out)
+        stream.flush()

@@ -828,11 +828,10 @@ class FastPath:
                 if len(self._lines) > FAST_LOG_LINES:
                     self._lines.clear()
                 fields = {"method": method, "path": redact(scope["path"])}
-                fields.update(cache="hit-memory" if status is MEMORY_HIT else "hit-disk")
-                fields.update(status=200, bytes=len(body))
+                fields.update(cache=status[1].decode(), status=200, bytes=len(body))
                 fragment = orjson.dumps(fields)[1:-1] + b',"duration_ms":'
                 self._lines[line_key] = fragment
-            self.access_log.write_json(fragment + b"%.3f}" % (elapsed * 1000))
+            self.access_log.write_timed(fragment, elapsed)
 
     def _from_disk(self, raw: bytes, negotiated: bytes) -> Entry | None:
         """An L2 hit for a path the slow path has answered, promoted to L1."""

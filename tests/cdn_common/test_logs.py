@@ -43,7 +43,7 @@ async def test_access_log_flushes_within_a_second() -> None:
     await asyncio.sleep(0.2)
     assert Counting.flushes == 1, "one flush for a burst, not one per line"
     assert len(stream.getvalue().splitlines()) == 100
-    for _ in range(2000):  # more than FLUSH_BYTES: written without waiting
+    for _ in range(2000):  # more than FLUSH_LINES: written without waiting
         log.write({"status": 200, "path": "/x" * 20})
     assert Counting.flushes >= 2
 

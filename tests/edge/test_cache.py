@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -217,6 +218,27 @@ def test_a_disk_only_node_serves_repeats_from_files_and_never_a_changed_one(
         files_in(edge_cache_dir, 1)
         assert httpx.get(url).headers["cache-status"] == "edge; hit; detail=disk"
     assert app.gets == 1  # the source stayed in the source cache throughout
+
+
+@pytest.mark.parametrize("memory_cache_mb", [256, 0], ids=["memory", "disk-only"])
+def test_access_lines_name_the_cache_status_the_client_got(
+    origin: Any, edge_cache_dir: Path, memory_cache_mb: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Hits answered before routing log the same `cache` value as the full app does."""
+    _, server = origin
+    capsys.readouterr()
+    with edge_for(server, access_log=True, memory_cache_mb=memory_cache_mb) as edge:
+        url = f"{edge.url}/_/w=70/a.jpg"
+        seen = [httpx.get(url).headers["cache-status"]]
+        time.sleep(0.2)  # the disk write is in the background
+        seen += [httpx.get(url).headers["cache-status"] for _ in range(2)]
+        seen.append(httpx.get(url, headers={"If-None-Match": '"x"'}).headers["cache-status"])
+    tier = "memory" if memory_cache_mb else "disk"
+    assert seen[1:] == [f"edge; hit; detail={tier}"] * 3
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    access = [line for line in lines if line["logger"] == "access" and "w=70" in line["path"]]
+    assert [line["cache"] for line in access] == seen
+    assert all(line["status"] == 200 and line["duration_ms"] >= 0 for line in access)
 
 
 def test_the_disk_fast_path_keeps_negotiated_formats_apart(
