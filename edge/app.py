@@ -795,10 +795,17 @@ class FastPath:
         status = MEMORY_HIT
         entry = self.fast.get(raw)
         if entry is None:
-            negotiated = fast_key(raw, accept_class(accept))
-            entry = self.fast.get(negotiated)
+            # a path is either negotiated (format=auto) or not: its raw form and its
+            # negotiated form never both match, so the negotiated key is made only when
+            # the raw one is in neither tier
+            route = raw
+            found = self.routes.get(raw)
+            if found is None:
+                route = fast_key(raw, accept_class(accept))
+                entry = self.fast.get(route)
+                found = self.routes.get(route)
             if entry is None:
-                entry = self._from_disk(raw, negotiated)
+                entry = None if found is None else self._from_disk(route, *found)
                 status = DISK_HIT
         now = self.wall()
         if entry is None or now >= entry.fresh_until or entry.status != 200:
@@ -833,18 +840,10 @@ class FastPath:
                 self._lines[line_key] = fragment
             self.access_log.write_timed(fragment, elapsed)
 
-    def _from_disk(self, raw: bytes, negotiated: bytes) -> Entry | None:
+    def _from_disk(self, route: bytes, key: str, name: str) -> Entry | None:
         """An L2 hit for a path the slow path has answered, promoted to L1."""
-        if self.disk is None:
-            return None
-        route = raw
-        found = self.routes.get(raw)
-        if found is None:
-            route = negotiated
-            found = self.routes.get(negotiated)
-            if found is None:
-                return None
-        entry = self.disk.get_now(*found)
+        assert self.disk is not None  # routes are learnt by the disk tier
+        entry = self.disk.get_now(key, name)
         if entry is not None and self.memory.put(entry):
             self.memory.alias(entry, route)
         return entry

@@ -28,6 +28,9 @@ FRESH: Final = struct.Struct("<d")
 MUST_REVALIDATE: Final = 1
 
 
+Body = bytes | memoryview  # a view into the file's bytes when read from disk (no copy)
+
+
 class CorruptEntry(Exception):
     """A stored entry that fails its checks: truncated, wrong magic, bad checksum."""
 
@@ -56,7 +59,7 @@ class Entry:
         key: str,
         source: str,
         status: int,
-        body: bytes,
+        body: Body,
         headers: list[tuple[bytes, bytes]],
         etag: bytes,
         stored: float,
@@ -105,7 +108,7 @@ class Entry:
                 "source_modified": self.source_modified,
             }
         )
-        crc = _checksum(meta, self.body)
+        tail = meta + self.body
         header = HEADER.pack(
             MAGIC,
             self.stored,
@@ -115,9 +118,9 @@ class Entry:
             MUST_REVALIDATE if self.must_revalidate else 0,
             len(meta),
             len(self.body),
-            crc,
+            xxhash.xxh3_64_intdigest(tail),
         )
-        return header + meta + self.body
+        return header + tail
 
     @staticmethod
     def meta_from(meta_bytes: bytes) -> tuple[str, str]:
@@ -130,40 +133,38 @@ class Entry:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Entry:
+        """The entry a file holds, checked. The body is a view into `data`, not a copy,
+        and the entry is built without `__init__`'s keyword handling: every L2 hit comes
+        through here (the two took 5.5 of the 10 us it cost in a loaded server)."""
         if len(data) < HEADER.size:
             raise CorruptEntry("truncated header")
         magic, stored, fresh, swr, sie, flags, meta_len, body_len, crc = HEADER.unpack_from(data)
         if magic != MAGIC:
             raise CorruptEntry("bad magic")
-        end = HEADER.size + meta_len + body_len
-        if len(data) != end:
+        start = HEADER.size + meta_len
+        if len(data) != start + body_len:
             raise CorruptEntry("length mismatch")
-        meta_bytes = data[HEADER.size : HEADER.size + meta_len]
-        body = data[HEADER.size + meta_len :]
-        if _checksum(meta_bytes, body) != crc:
+        view = memoryview(data)
+        if xxhash.xxh3_64_intdigest(view[HEADER.size :]) != crc:
             raise CorruptEntry("checksum mismatch")
-        key, source, status, headers, etag, source_etag, source_modified = _meta(meta_bytes)
-        return cls(
-            key=key,
-            source=source,
-            status=status,
-            body=body,
-            headers=headers,
-            etag=etag,
-            stored=stored,
-            fresh_until=fresh,
-            swr=swr,
-            sie=sie,
-            must_revalidate=bool(flags & MUST_REVALIDATE),
-            source_etag=source_etag,
-            source_modified=source_modified,
-        )
-
-
-def _checksum(meta: bytes, body: bytes) -> int:
-    digest = xxhash.xxh3_64(meta)
-    digest.update(body)
-    return digest.intdigest()
+        entry = cls.__new__(cls)
+        (
+            entry.key,
+            entry.source,
+            entry.status,
+            entry.headers,
+            entry.etag,
+            entry.source_etag,
+            entry.source_modified,
+        ) = _meta(data[HEADER.size : start])
+        entry.body = view[start:]
+        entry.stored = stored
+        entry.fresh_until = fresh
+        entry.swr = swr
+        entry.sie = sie
+        entry.must_revalidate = bool(flags & MUST_REVALIDATE)
+        entry.aliases = []
+        return entry
 
 
 _Meta = tuple[str, str, int, list[tuple[bytes, bytes]], bytes, str | None, str | None]
