@@ -41,6 +41,18 @@ class Stack:
         self._wait_ready(service)
         return service
 
+    def start_origin(self, blobs: Path, port: int) -> Service:
+        """An origin over the directory `blobs`, access log off."""
+        return self.start(
+            "origin",
+            port,
+            {
+                "ORIGIN_STORAGE": f"file://{blobs}",
+                "ORIGIN_PORT": str(port),
+                "ORIGIN_ACCESS_LOG": "false",
+            },
+        )
+
     def start_pair(
         self,
         blobs: Path,
@@ -55,15 +67,7 @@ class Stack:
         `cache` is explicit: a benchmark that left it at the default (./data/cache) would
         find the previous run's variants on disk and measure hits instead of transforms.
         """
-        origin = self.start(
-            "origin",
-            origin_port,
-            {
-                "ORIGIN_STORAGE": f"file://{blobs}",
-                "ORIGIN_PORT": str(origin_port),
-                "ORIGIN_ACCESS_LOG": "false",
-            },
-        )
+        origin = self.start_origin(blobs, origin_port)
         edge = self.start(
             "edge",
             edge_port,

@@ -48,6 +48,7 @@ from cdn_common.errors import (
 )
 from cdn_common.http import etag_matches_weak
 from cdn_common.logs import AccessLog
+from cdn_common.metrics import tally
 from edge.cache.coalesce import Coalescer
 from edge.cache.disk import DiskTier
 from edge.cache.entry import Entry
@@ -769,6 +770,8 @@ class FastPath:
         self.routes = cache.disk.routes if cache.disk is not None else {}
         self.stats = stats
         self.series = app.metrics.requests
+        self.buckets = self.series.buckets
+        self._rows: dict[str, list[float]] = {}  # the series' rows of 200s by method
         self.access_log = app.access_log
         self.wall = wall
         self._lines: dict[tuple[bytes, str, int, bytes], bytes] = {}
@@ -826,7 +829,10 @@ class FastPath:
         )
         await send({"type": "http.response.body", "body": body})
         elapsed = time.perf_counter() - started
-        self.series.observe("image", method, 200, elapsed, len(body))
+        row = self._rows.get(method)
+        if row is None:
+            row = self._rows[method] = self.series.row("image", method, 200)
+        tally(row, self.buckets, elapsed, len(body))
         if self.access_log is not None:
             # the line's constant part is built once per (path, method, size, tier)
             line_key = (raw, method, len(body), status[1])

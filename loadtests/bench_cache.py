@@ -79,15 +79,7 @@ def measure(seconds: int, rounds: int, connections: int) -> tuple[int, list[HitR
         baselines = []
         edges = {}
         try:
-            origin = stack.start(
-                "origin",
-                18091,
-                {
-                    "ORIGIN_STORAGE": f"file://{root / 'blobs'}",
-                    "ORIGIN_PORT": "18091",
-                    "ORIGIN_ACCESS_LOG": "false",
-                },
-            )
+            origin = stack.start_origin(root / "blobs", 18091)
             for name, port, memory, cache_dir in (
                 ("edge L1 hit", 18092, "256", "l1"),
                 ("edge L2 hit", 18093, "0", "l2"),
