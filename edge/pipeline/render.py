@@ -16,6 +16,7 @@ import pyvips
 
 from cdn_common.errors import GatewayTimeout, HTTPError, PayloadTooLarge, UnsupportedMedia
 from edge.options import TransformSpec
+from edge.pipeline.header import Header, read_header
 from edge.pipeline.plan import (
     ANIMATED_FORMATS,
     Geometry,
@@ -98,6 +99,20 @@ def probe(data: bytes, limits: Limits) -> SourceInfo:
     """The header only (no pixels); refuses what is not an image or is over the limits."""
     if not data:
         raise UnsupportedMedia("empty source")
+    header = read_header(data)  # plain JPEG and PNG: read here, in microseconds
+    pages = 1
+    if header is None:
+        header, pages = _vips_header(data)
+    kind, width, height, alpha, orientation, progressive = header
+    if width * height > limits.max_src_px:
+        raise PayloadTooLarge(f"source is {width}x{height}, over the pixel limit")
+    if orientation >= 5:
+        width, height = height, width
+    return SourceInfo(width, height, pages, kind, alpha, orientation, len(data), progressive)
+
+
+def _vips_header(data: bytes) -> tuple[Header, int]:
+    """What libvips reads of the header, and the page count."""
     try:
         image = pyvips.Image.new_from_buffer(data, "", access="sequential")
         loader = image.get("vips-loader")
@@ -114,18 +129,15 @@ def probe(data: bytes, limits: Limits) -> SourceInfo:
             raise UnsupportedMedia("SVG with a DTD or entities is refused")
         if _SVG_ACTIVE.search(data):
             raise UnsupportedMedia("SVG with scripts, event handlers or external references")
-    pages = int(meta_field(image, "n-pages") or 1)
-    height = int(meta_field(image, "page-height") or image.height)
-    orientation = int(meta_field(image, "orientation") or 1)
-    width = image.width
-    if width * height > limits.max_src_px:
-        raise PayloadTooLarge(f"source is {width}x{height}, over the pixel limit")
-    if orientation >= 5:
-        width, height = height, width
-    progressive = bool(meta_field(image, "jpeg-multiscan"))
-    return SourceInfo(
-        width, height, pages, kind, image.hasalpha(), orientation, len(data), progressive
+    header = Header(
+        kind,
+        image.width,
+        int(meta_field(image, "page-height") or image.height),
+        image.hasalpha(),
+        int(meta_field(image, "orientation") or 1),
+        bool(meta_field(image, "jpeg-multiscan")),
     )
+    return header, int(meta_field(image, "n-pages") or 1)
 
 
 @dataclass(frozen=True, slots=True)
