@@ -25,14 +25,15 @@ def starlette_app(body: bytes, content_type: str) -> ASGIApp:
 
 
 def raw_app(body: bytes, content_type: str) -> ASGIApp:
-    start = {
-        "type": "http.response.start",
-        "status": 200,
-        "headers": [
-            (b"content-type", content_type.encode()),
-            (b"content-length", str(len(body)).encode()),
-        ],
-    }
+    return headers_app(
+        body,
+        [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())],
+    )
+
+
+def headers_app(body: bytes, headers: list[tuple[bytes, bytes]]) -> ASGIApp:
+    """The minimal raw-ASGI app: the same two prebuilt messages for every request."""
+    start = {"type": "http.response.start", "status": 200, "headers": headers}
     message = {"type": "http.response.body", "body": body}
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:

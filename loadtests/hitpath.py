@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from cdn_common.serve import uvicorn_config
 from cdn_common.stack import Stack
-from loadtests.baselines import raw_app
+from loadtests.baselines import headers_app, raw_app
 from loadtests.bench_cache import PATH, small_jpeg
 
 REQUEST = b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % PATH.encode()
@@ -82,17 +82,6 @@ async def per_request_us(app: ASGIApp, requests: int) -> float:
     if transport.writes - before != 2 * requests:  # head and body, each request
         raise RuntimeError(f"{transport.writes - before} writes for {requests} requests")
     return elapsed / requests * 1e6
-
-
-def headers_app(body: bytes, headers: list[tuple[bytes, bytes]]) -> ASGIApp:
-    start = {"type": "http.response.start", "status": 200, "headers": headers}
-    message = {"type": "http.response.body", "body": body}
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        await send(start)
-        await send(message)
-
-    return app
 
 
 class Edge:

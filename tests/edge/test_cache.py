@@ -230,7 +230,7 @@ def test_access_lines_name_the_cache_status_the_client_got(
     with edge_for(server, access_log=True, memory_cache_mb=memory_cache_mb) as edge:
         url = f"{edge.url}/_/w=70/a.jpg"
         seen = [httpx.get(url).headers["cache-status"]]
-        time.sleep(0.2)  # the disk write is in the background
+        files_in(edge_cache_dir, 1)  # the disk write is in the background
         seen += [httpx.get(url).headers["cache-status"] for _ in range(2)]
         seen.append(httpx.get(url, headers={"If-None-Match": '"x"'}).headers["cache-status"])
     tier = "memory" if memory_cache_mb else "disk"
