@@ -39,6 +39,7 @@ TMP_SUFFIX = ".tmp"
 # being served within that time
 OPEN_FILES = 256
 OPEN_VALID_S = 10.0
+PROBE_BYTES = 4096  # what /readyz writes to see that the tier can take a file
 ROUTES = 65536  # request paths remembered for the fast path's L2 hits (about 200 bytes each)
 
 
@@ -265,7 +266,7 @@ class DiskTier:
             os.close(fd)
 
     async def writable(self) -> bool:
-        """For /readyz: the tier is on and a file can be created in its directory."""
+        """For /readyz: the tier is on and a file can be written in its directory."""
         if not self.enabled:
             return False
         try:
@@ -277,7 +278,10 @@ class DiskTier:
     def _probe(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         probe = self.root / f".probe.{os.getpid()}{TMP_SUFFIX}"
-        probe.write_bytes(b"")
+        # written the way entries are, with some bytes: an empty file can still be
+        # created on a full file system, and readiness then hung on whether the last
+        # failed write was less than RETRY_S ago
+        self._write_file(probe, bytes(PROBE_BYTES))
         probe.unlink()
 
     async def flush(self) -> None:
