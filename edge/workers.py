@@ -16,19 +16,23 @@ Jobs run in worker processes (`processes=True`, the default): libvips releases t
 but pyvips' Python side between calls does not, and threads sharing it with the event
 loop left a quarter of two cores idle in the transform benchmark. Jobs that must see
 this process's memory (`here=True`: a decoded copy of a hot source) run in threads.
+A worker that dies mid-job (edge/procpool.py) fails that request alone: 422 when a
+signal such as SIGSEGV ended it (the image crashed the decoder), 503 + Retry-After when
+SIGKILL did (the OOM killer, an operator), 500 otherwise; the next job starts a new one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import os
+import signal
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from cdn_common.errors import GatewayTimeout, Unavailable
+from cdn_common.errors import GatewayTimeout, HTTPError, Unavailable
+from edge.procpool import ProcessPool, WorkerDied
 
 T = TypeVar("T")
 SMALL_JOB = 64 * 1024 * 1024  # decode estimate below which a job takes the small lane
@@ -36,6 +40,15 @@ SMALL_JOB = 64 * 1024 * 1024  # decode estimate below which a job takes the smal
 
 class QueueFull(Unavailable):
     message = "too many transforms waiting; retry shortly"
+
+
+class WorkerKilled(Unavailable):
+    message = "transform worker was killed; retry shortly"
+
+
+class DecoderCrashed(HTTPError):
+    status = 422
+    message = "image crashed the decoder"
 
 
 class TransformPool:
@@ -56,16 +69,14 @@ class TransformPool:
         # decoded, so only the `large` ones grow to 5K sizes (one shared pool: 1,118 MB for
         # the 64-client 5K flood, as every process took a large job in turn; malloc_trim
         # after each cost 40% of the 5K throughput in page faults)
-        self._executors: dict[str, Executor] = {"small": self._threads, "large": self._threads}
-        if processes:
-            self._executors = {
-                lane: ProcessPoolExecutor(
-                    size,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_init_process,
-                )
-                for lane, size in (("small", workers), ("large", large))
+        self._processes = (
+            {
+                "small": ProcessPool(workers, _init_process),
+                "large": ProcessPool(large, _init_process),
             }
+            if processes
+            else {}
+        )
         self._memory = ByteBudget(memory_budget)
         self.sources = ByteBudget(source_budget)
         self.waiting = 0
@@ -100,11 +111,11 @@ class TransformPool:
         cost = self._memory.clamp(cost)  # a source over the budget runs alone
         kind = "small" if cost < SMALL_JOB else "large"
         lane = self._lanes[kind]
-        executor = self._threads if here else self._executors[kind]
+        processes = None if here else self._processes.get(kind)
         if self._memory.free >= cost and not lane.locked():
             self._memory.free -= cost  # room now: no queueing (no await until acquired)
             await lane.acquire()
-            return await self._execute(executor, fn, args, lane, cost)
+            return await self._execute(processes, fn, args, lane, cost)
         self._enter_queue()
         try:
             # memory first: a big job waiting for room must not sit on a slot
@@ -116,11 +127,11 @@ class TransformPool:
                 raise
         finally:
             self.waiting -= 1
-        return await self._execute(executor, fn, args, lane, cost)
+        return await self._execute(processes, fn, args, lane, cost)
 
     async def _execute(
         self,
-        executor: Executor,
+        processes: ProcessPool | None,
         fn: Callable[..., T],
         args: tuple[object, ...],
         lane: asyncio.Semaphore,
@@ -128,7 +139,12 @@ class TransformPool:
     ) -> T:
         self.running += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+            if processes is None:
+                return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
+            try:
+                return await processes.run(fn, *args)
+            except WorkerDied as died:
+                raise _died_error(died) from None
         finally:
             self.running -= 1
             lane.release()
@@ -138,9 +154,22 @@ class TransformPool:
     def memory_reserved(self) -> int:
         return self._memory.total - self._memory.free
 
+    @property
+    def worker_pids(self) -> list[int]:
+        return [pid for pool in self._processes.values() for pid in pool.pids]
+
     def close(self) -> None:
-        for executor in {*self._executors.values(), self._threads}:
-            executor.shutdown(wait=False, cancel_futures=True)
+        for pool in self._processes.values():
+            pool.close()
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+def _died_error(died: WorkerDied) -> HTTPError:
+    if died.signal == signal.SIGKILL:
+        return WorkerKilled()
+    if died.signal is not None:
+        return DecoderCrashed()
+    return HTTPError()
 
 
 class ByteBudget:

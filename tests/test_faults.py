@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import httpx
@@ -320,5 +320,52 @@ def test_sigkill_in_the_middle_of_disk_writes_leaves_nothing_corrupt_after_resta
         assert "hit" in statuses  # entries written before the kill are served
         metrics = httpx.get(f"{edge.url}/metrics").text
         assert "edge_disk_cache_corrupt_total 0.0" in metrics
+    finally:
+        edge.terminate()
+
+
+def live_children(pid: int) -> list[int]:
+    """Child processes that are not zombies (killed, not yet reaped)."""
+    found = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return [
+        c for c in found if Path(f"/proc/{c}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    ]
+
+
+def test_transform_workers_killed_under_load_cost_only_their_own_requests(
+    origin: FaultyOrigin, tmp_path: Path
+) -> None:
+    # the OOM killer (SIGKILL) or a decoder crash takes a worker process down: the
+    # requests it was running fail (503 + Retry-After for SIGKILL), later ones are served
+    origin.image = noisy_jpeg(1600, 1000)
+    origin.max_age = 3600
+    edge = start_edge(
+        origin,
+        tmp_path / "cache",
+        tmp_path / "edge.log",
+        EDGE_DEADLINE_S="20",
+        EDGE_ORIGIN_READ_TIMEOUT_S="10",  # the origin shares the loaded cores with the test
+    )
+    assert edge.process is not None
+    try:
+        with httpx.Client(base_url=edge.url, timeout=20) as client:
+            assert client.get("/_/w=100/warm.jpg").status_code == 200
+
+            def get(n: int) -> httpx.Response:  # new sources: no decoded copy, no thread
+                return client.get(f"/_/w=200/big-{n}.jpg")
+
+            with ThreadPoolExecutor(6) as pool:
+                pending = [pool.submit(get, n) for n in range(48)]
+                wait(pending, return_when=FIRST_COMPLETED)  # transforms are flowing
+                workers = live_children(edge.process.pid)
+                assert len(workers) > 1, "transforms run in worker processes"
+                for pid in workers:
+                    os.kill(pid, signal.SIGKILL)
+                statuses = [future.result().status_code for future in pending]
+            assert set(statuses) == {200, 503}, "the killed workers' requests, and only those, fail"
+            assert statuses.count(503) <= len(workers)
+            after = [get(n) for n in range(100, 106)]
+            assert [r.status_code for r in after] == [200] * 6
+            assert set(live_children(edge.process.pid)).isdisjoint(workers), "new processes"
     finally:
         edge.terminate()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import threading
 import time
 
 import pytest
 
-from cdn_common.errors import GatewayTimeout
+from cdn_common.errors import GatewayTimeout, HTTPError
 from edge.workers import SMALL_JOB, QueueFull, TransformPool
 
 pytestmark = pytest.mark.anyio
@@ -112,3 +113,53 @@ async def test_worker_processes_keep_large_jobs_to_their_own_processes() -> None
     assert set(small).isdisjoint(large)
     assert os.getpid() not in {*small, *large} and here == os.getpid()
     assert len(set(large)) <= min(2, os.cpu_count() or 1)
+
+
+@pytest.mark.parametrize(
+    ("end", "status"),
+    [(signal.SIGSEGV, 422), (signal.SIGABRT, 422), (signal.SIGKILL, 503)],
+    ids=["segfault", "abort", "killed"],
+)
+async def test_a_worker_that_dies_fails_its_job_alone(end: signal.Signals, status: int) -> None:
+    # a decoder crash is the image's fault (422); SIGKILL is the OOM killer or an operator
+    # (503, try again); either way the pool starts a new process for the next job
+    pool = TransformPool(workers=1, queue=5, memory_budget=BIG, processes=True)
+    try:
+        first = await pool.run(os.getpid, cost=1, deadline=later(60))
+        with pytest.raises(HTTPError) as caught:
+            await pool.run(signal.raise_signal, end, cost=1, deadline=later(60))
+        after = await pool.run(os.getpid, cost=1, deadline=later(60))
+    finally:
+        pool.close()
+    assert caught.value.status == status
+    assert after != first and pool.running == 0 and pool.memory_reserved == 0
+
+
+async def test_a_worker_killed_while_idle_is_replaced_before_a_job_reaches_it() -> None:
+    pool = TransformPool(workers=1, queue=5, memory_budget=BIG, processes=True)
+    try:
+        first = await pool.run(os.getpid, cost=1, deadline=later(60))
+        os.kill(first, signal.SIGKILL)
+        await asyncio.sleep(0.2)  # the socket reports the end
+        after = await pool.run(os.getpid, cost=1, deadline=later(60))
+    finally:
+        pool.close()
+    assert after != first
+
+
+async def test_a_cancelled_caller_leaves_its_worker_in_step() -> None:
+    # the worker finishes the abandoned job; the next caller gets its own answer
+    pool = TransformPool(workers=1, queue=5, memory_budget=BIG, processes=True)
+    try:
+        first = await pool.run(os.getpid, cost=1, deadline=later(60))
+        slow = asyncio.ensure_future(pool.run(time.sleep, 0.3, cost=1, deadline=later(60)))
+        await asyncio.sleep(0.1)
+        slow.cancel()
+        answers = await asyncio.gather(
+            pool.run(os.getpid, cost=1, deadline=later(60)),
+            pool.run(os.getcwd, cost=1, deadline=later(60)),
+        )
+    finally:
+        pool.close()
+    assert answers == [first, os.getcwd()]
+    assert pool.running == 0

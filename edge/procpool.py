@@ -1,0 +1,165 @@
+"""Worker processes driven from the event loop: one socket pair each, no helper threads.
+
+`concurrent.futures.ProcessPoolExecutor` moves every job through two threads of this
+process (a feeder that pickles and writes it, a manager that reads the answer), which
+take the GIL from the event loop three times a job, and it breaks for good when one
+worker dies: every later job raises `BrokenProcessPool`. Here the event loop writes
+each job to an idle worker's socket and reads the answer itself; a worker that dies
+fails only the job it was running, and the next job starts a new process.
+
+A job is `fn(*args)`, pickled (so `fn` must be importable by name in the worker); its
+return value or exception comes back pickled. Frames are a 4-byte length and a pickle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import pickle
+import signal
+import socket
+import struct
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+FRAME = struct.Struct("!I")
+
+
+class WorkerDied(Exception):
+    """The worker process running a job ended before answering."""
+
+    def __init__(self, exitcode: int | None) -> None:
+        self.exitcode = exitcode
+        super().__init__(f"transform worker ended with exit code {exitcode}")
+
+    @property
+    def signal(self) -> int | None:
+        """The signal that killed it (SIGKILL from the OOM killer, SIGSEGV...), if any."""
+        return -self.exitcode if self.exitcode is not None and self.exitcode < 0 else None
+
+
+class ProcessPool:
+    """At most `size` worker processes, started on demand (spawned, not forked: the event
+    loop's threads and sockets stay out of them) and kept while they live."""
+
+    def __init__(self, size: int, initializer: Callable[[], None]) -> None:
+        self.size = size
+        self._initializer = initializer
+        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        self._all: set[_Worker] = set()
+        self._starting = 0
+        self._context = multiprocessing.get_context("spawn")
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.process.pid for w in self._all if w.process.pid is not None]
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """`fn(*args)` in a worker. Cancelling the caller does not cancel the job: the
+        worker finishes it (a process cannot be interrupted safely mid-call) and is then
+        idle again."""
+        worker = await self._take()
+        job = asyncio.ensure_future(self._exchange(worker, fn, args))
+        return await asyncio.shield(job)
+
+    async def _take(self) -> _Worker:
+        while True:
+            if self._idle.empty() and len(self._all) + self._starting < self.size:
+                self._starting += 1
+                try:
+                    worker = await _Worker.start(self._context, self._initializer)
+                finally:
+                    self._starting -= 1
+                self._all.add(worker)
+                return worker
+            worker = await self._idle.get()
+            if not worker.reader.at_eof():
+                return worker
+            self._all.discard(worker)  # died while idle (killed from outside)
+            worker.kill()
+
+    async def _exchange(self, worker: _Worker, fn: Callable[..., T], args: tuple[object, ...]) -> T:
+        try:
+            ok, value = await worker.call(fn, args)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            self._all.discard(worker)
+            raise WorkerDied(await worker.reap()) from None
+        except BaseException:  # cancelled mid-frame (loop shutting down): not reusable
+            self._all.discard(worker)
+            worker.kill()
+            raise
+        self._idle.put_nowait(worker)
+        if ok:
+            return value  # type: ignore[no-any-return]
+        raise value
+
+    def close(self) -> None:
+        for worker in self._all:
+            worker.kill()
+        self._all.clear()
+
+
+class _Worker:
+    def __init__(
+        self,
+        process: Any,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self.process = process
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def start(cls, context: Any, initializer: Callable[[], None]) -> _Worker:
+        ours, theirs = socket.socketpair()
+        with theirs:
+            process = context.Process(target=_serve, args=(theirs, initializer), daemon=True)
+            process.start()
+        reader, writer = await asyncio.open_connection(sock=ours)
+        return cls(process, reader, writer)
+
+    async def call(self, fn: Callable[..., Any], args: tuple[object, ...]) -> tuple[bool, Any]:
+        payload = pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL)
+        self.writer.writelines((FRAME.pack(len(payload)), payload))
+        await self.writer.drain()
+        (size,) = FRAME.unpack(await self.reader.readexactly(FRAME.size))
+        answer: tuple[bool, Any] = pickle.loads(await self.reader.readexactly(size))  # noqa: S301 - our own worker, over a private socket pair
+        return answer
+
+    async def reap(self) -> int | None:
+        """The exit code of a worker whose socket closed (it is ending, or has ended)."""
+        self.writer.close()
+        await asyncio.to_thread(self.process.join, 5)
+        return self.process.exitcode  # type: ignore[no-any-return]
+
+    def kill(self) -> None:
+        self.writer.close()
+        if self.process.is_alive():
+            self.process.kill()
+
+
+def _serve(sock: socket.socket, initializer: Callable[[], None]) -> None:
+    """A worker's loop: read a job, run it, write the answer; end when the edge closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the edge, which ends us
+    initializer()
+    with sock, sock.makefile("rb") as stream:
+        while True:
+            head = stream.read(FRAME.size)
+            if len(head) < FRAME.size:
+                return  # the edge closed its end
+            (size,) = FRAME.unpack(head)
+            fn, args = pickle.loads(stream.read(size))  # noqa: S301 - from the edge that started us
+            try:
+                answer = (True, fn(*args))
+            except Exception as exc:
+                answer = (False, exc)
+            try:
+                data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:
+                data = pickle.dumps((False, RuntimeError(f"answer cannot be sent: {exc!r}")))
+            try:
+                sock.sendall(FRAME.pack(len(data)) + data)
+            except BrokenPipeError:
+                return  # the edge is gone
