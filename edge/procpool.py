@@ -52,17 +52,16 @@ class ProcessPool:
         self._starting = 0
         self._context = multiprocessing.get_context("spawn")
 
-    @property
-    def pids(self) -> list[int]:
-        return [w.process.pid for w in self._all if w.process.pid is not None]
-
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """`fn(*args)` in a worker. Cancelling the caller does not cancel the job: the
         worker finishes it (a process cannot be interrupted safely mid-call) and is then
         idle again."""
+        # pickled before a worker is taken: a job that cannot be sent costs no worker
+        payload = pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL)
         worker = await self._take()
-        job = asyncio.ensure_future(self._exchange(worker, fn, args))
-        return await asyncio.shield(job)
+        job = asyncio.ensure_future(self._exchange(worker, payload))
+        answer: T = await asyncio.shield(job)
+        return answer
 
     async def _take(self) -> _Worker:
         while True:
@@ -80,9 +79,9 @@ class ProcessPool:
             self._all.discard(worker)  # died while idle (killed from outside)
             worker.kill()
 
-    async def _exchange(self, worker: _Worker, fn: Callable[..., T], args: tuple[object, ...]) -> T:
+    async def _exchange(self, worker: _Worker, payload: bytes) -> Any:
         try:
-            ok, value = await worker.call(fn, args)
+            ok, value = await worker.call(payload)
         except (ConnectionError, asyncio.IncompleteReadError):
             self._all.discard(worker)
             raise WorkerDied(await worker.reap()) from None
@@ -92,7 +91,7 @@ class ProcessPool:
             raise
         self._idle.put_nowait(worker)
         if ok:
-            return value  # type: ignore[no-any-return]
+            return value
         raise value
 
     def close(self) -> None:
@@ -121,8 +120,7 @@ class _Worker:
         reader, writer = await asyncio.open_connection(sock=ours)
         return cls(process, reader, writer)
 
-    async def call(self, fn: Callable[..., Any], args: tuple[object, ...]) -> tuple[bool, Any]:
-        payload = pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL)
+    async def call(self, payload: bytes) -> tuple[bool, Any]:
         self.writer.writelines((FRAME.pack(len(payload)), payload))
         await self.writer.drain()
         (size,) = FRAME.unpack(await self.reader.readexactly(FRAME.size))

@@ -154,10 +154,6 @@ class TransformPool:
     def memory_reserved(self) -> int:
         return self._memory.total - self._memory.free
 
-    @property
-    def worker_pids(self) -> list[int]:
-        return [pid for pool in self._processes.values() for pid in pool.pids]
-
     def close(self) -> None:
         for pool in self._processes.values():
             pool.close()
