@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+import xxhash
 from cachetools import LRUCache
 from starlette.types import Receive, Scope, Send
 
@@ -72,7 +73,7 @@ from edge.settings import EdgeSettings
 from edge.sourcecache import PIVOT_SIDE, SourceCache
 from edge.stats import EdgeStats
 from edge.urls import CDN_CGI, OriginSource, Source, parse_request
-from edge.workers import TransformPool
+from edge.workers import DecoderCrashed, TransformPool
 
 log = logging.getLogger("edge")
 
@@ -80,6 +81,13 @@ MIB = 1024 * 1024
 FAST_LOG_LINES = 65536  # pre-built access-log fragments kept by the fast path
 PROBED_ENTRIES = 65536  # headers already read, by (source, etag)
 VALIDATED_ENTRIES = 65536  # sources recently validated with the origin
+# A source whose decode killed a worker (SEGV, ABRT: a libvips or codec bug it triggers)
+# is refused with 422 for CRASHED_S instead of killing a worker per new variant; only a
+# source some worker has rendered is decoded in this process (pre-shrunk copies), so a
+# crashing image can cost a worker, never the edge.
+CRASHED_S = 600.0
+CRASHED_ENTRIES = 4096
+PROVEN_ENTRIES = 65536
 # A source is passed through untouched only when it is a raster image by both the
 # origin's word and its first byte; SVG, HTML or anything odd is rendered (or refused).
 PASSTHROUGH_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif", "image/avif"})
@@ -182,6 +190,8 @@ class EdgeApp:
         # decoded copies are libvips images in this process: their jobs run in its threads
         self.pivots_enabled = settings.decoded_cache_mb > 0
         self._probed: dict[tuple[str, str | None], SourceInfo] = {}
+        self._crashed: dict[tuple[str, str], float] = {}  # (source, version) -> refused until
+        self._proven: LRUCache[tuple[str, str], bool] = LRUCache(PROVEN_ENTRIES)
         self._cache_control = settings.cache_control.encode()
         self.fills: Coalescer[tuple[Entry, str]] = Coalescer()
         self.source_fills: Coalescer[Fetched] = Coalescer()
@@ -581,29 +591,58 @@ class EdgeApp:
             if len(self._probed) >= PROBED_ENTRIES:
                 self._probed.pop(next(iter(self._probed)))
             self._probed[(source_id, version)] = job.source
+        crash_key = (source_id, version or _digest(fetched.body)) if self._crashed else None
+        if crash_key is not None and self._crashed.get(crash_key, 0.0) > time.monotonic():
+            raise DecoderCrashed()
         pivot, pivot_side = None, 0
-        if version and self.pivots_enabled and self.sources.hot(source_id):
+        if (
+            version
+            and self.pivots_enabled
+            and self.sources.hot(source_id)
+            and (source_id, version) in self._proven
+        ):
             pivot = self.sources.pivot(source_id, version)
             pivot_side = 0 if pivot is not None else PIVOT_SIDE
-        rendered = await self.pool.run(
-            render,
-            fetched.body,
-            spec,
-            job,
-            self.encoding,
-            deadline,
-            pivot,
-            pivot_side,
-            cost=job.cost,
-            deadline=deadline,
-            here=pivot is not None or pivot_side > 0,
-        )
+        here = pivot is not None or pivot_side > 0
+        try:
+            rendered = await self.pool.run(
+                render,
+                fetched.body,
+                spec,
+                job,
+                self.encoding,
+                deadline,
+                pivot,
+                pivot_side,
+                cost=job.cost,
+                deadline=deadline,
+                here=here,
+            )
+        except DecoderCrashed:
+            self._remember_crash(source_id, version or _digest(fetched.body))
+            raise
+        if version and not here:
+            self._proven[(source_id, version)] = True
         if rendered.pivot is not None and version:
             self.stats.copies_made += 1
             self.sources.keep_pivot(source_id, version, rendered.pivot)
         elif pivot is not None and rendered.from_pivot:
             self.stats.copies_used += 1
         return rendered
+
+    def _remember_crash(self, source_id: str, version: str) -> None:
+        crashed = self._crashed
+        now = time.monotonic()
+        if len(crashed) >= CRASHED_ENTRIES:
+            for key in [key for key, until in crashed.items() if until <= now]:
+                del crashed[key]
+            if len(crashed) >= CRASHED_ENTRIES:
+                del crashed[next(iter(crashed))]  # first in, first out
+        crashed[(source_id, version)] = now + CRASHED_S
+        log.warning(
+            "source crashed a transform worker; its variants are refused",
+            extra={"fields": {"source": source_id, "for_s": CRASHED_S}},
+        )
 
     async def _send(
         self,
@@ -858,6 +897,11 @@ class FastPath:
 
 MEMORY_HIT = (b"cache-status", b"edge; hit; detail=memory")
 DISK_HIT = (b"cache-status", b"edge; hit; detail=disk")
+
+
+def _digest(body: bytes) -> str:
+    """A version for a source the origin gave no ETag."""
+    return "xxh3:" + xxhash.xxh3_128_hexdigest(body)
 
 
 def _passthrough(fetched: Fetched) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ import pyvips
 
 from edge.signing import signed_path
 from tests import rawhttp
+from tests.edge import crashers
 from tests.edge.conftest import Stack
 from tests.images import gif, jpeg, noisy_jpeg, png, svg
 from tests.servers import ServerThread, free_port
@@ -248,6 +250,60 @@ def test_transforms_in_worker_processes(stack: Stack) -> None:
     assert image_of(response).width == 50
     assert refused.status_code == 422, "errors raised in the worker cross the process boundary"
     assert refused.text == "image is truncated or corrupt\n"
+
+
+@pytest.fixture
+def crash_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The edge renders with tests/edge/crashers.py: sources ending in CRASH kill their
+    worker with a real SIGSEGV (the libvips crash is what is simulated); the file gets
+    a line per such render, saying where it ran."""
+    import edge.app
+
+    log = tmp_path / "crashes.log"
+    monkeypatch.setenv("CRASH_LOG", str(log))
+    monkeypatch.setenv("CRASH_EDGE_PID", str(os.getpid()))
+    monkeypatch.setattr(edge.app, "render", crashers.render)
+    return log
+
+
+def test_a_source_that_crashes_a_worker_costs_one_worker_not_one_per_variant(
+    stack: Stack, crash_log: Path
+) -> None:
+    stack.put("poison.jpg", jpeg(200, 100) + crashers.CRASH)
+    stack.put("fine.jpg", jpeg(200, 100))
+    with stack.edge(transform_processes=True, workers=2) as edge_server:
+        url = f"{edge_server.url}/_/w={{}}/poison.jpg"
+        first = httpx.get(url.format(50), timeout=60)
+        # new variants of it, one hot enough for a pre-shrunk copy (made in this process)
+        later = [httpx.get(url.format(w), timeout=60) for w in (60, 70, 80)]
+        fine = httpx.get(f"{edge_server.url}/_/w=50/fine.jpg", timeout=60)
+    assert first.status_code == 422 and first.text == "image crashed the decoder\n"
+    assert [r.status_code for r in later] == [422] * 3
+    assert crash_log.read_text() == "worker\n", (
+        "one worker died; the edge's process never decoded it"
+    )
+    assert fine.status_code == 200 and image_of(fine).width == 50
+
+
+def test_a_hot_source_is_decoded_in_the_edge_only_after_a_worker_rendered_it(
+    stack: Stack, crash_log: Path
+) -> None:
+    # two requests at once for a new source: the second is "hot" before the first is
+    # done, but no worker has survived the source yet, so it too goes to a worker
+    stack.put("poison.jpg", noisy_jpeg(1200, 800) + crashers.CRASH)
+    with stack.edge(transform_processes=True, workers=2) as edge_server:
+
+        async def both() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=60) as client:
+                return list(
+                    await asyncio.gather(
+                        *(client.get(f"{edge_server.url}/_/w={w}/poison.jpg") for w in (90, 91))
+                    )
+                )
+
+        responses = asyncio.run(both())
+    assert [r.status_code for r in responses] == [422, 422]
+    assert "edge process" not in crash_log.read_text()
 
 
 @pytest.mark.parametrize("processes", [False, True], ids=["threads", "processes"])
