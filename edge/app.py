@@ -576,6 +576,25 @@ class EdgeApp:
     ) -> Rendered:
         # only an ETag ties what is remembered about a source to these exact bytes
         version = fetched.etag
+        if self._crashed:
+            crash_key = (source_id, version or _digest(fetched.body))
+            if self._crashed.get(crash_key, 0.0) > time.monotonic():
+                raise DecoderCrashed()
+        try:
+            return await self._render_in_pool(source_id, version, fetched, spec, accept, deadline)
+        except DecoderCrashed:
+            self._remember_crash(source_id, version or _digest(fetched.body))
+            raise
+
+    async def _render_in_pool(
+        self,
+        source_id: str,
+        version: str | None,
+        fetched: Fetched,
+        spec: TransformSpec,
+        accept: str,
+        deadline: float,
+    ) -> Rendered:
         known = self._probed.get((source_id, version)) if version else None
         if known is not None:
             job = prepare(fetched.body, spec, accept, self.limits, known)
@@ -585,15 +604,15 @@ class EdgeApp:
             # event loop (submit, wake-up, GIL hand-back)
             job = prepare(fetched.body, spec, accept, self.limits)
         else:
-            loop = asyncio.get_running_loop()
-            job = await loop.run_in_executor(None, prepare, fetched.body, spec, accept, self.limits)
+            # other formats' headers are libvips' (libheif, librsvg, libwebp, giflib...)
+            # and walk more of the file: read in a worker, where a crash costs a process
+            job = await self.pool.run(
+                prepare, fetched.body, spec, accept, self.limits, cost=1, deadline=deadline
+            )
         if known is None and version:
             if len(self._probed) >= PROBED_ENTRIES:
                 self._probed.pop(next(iter(self._probed)))
             self._probed[(source_id, version)] = job.source
-        crash_key = (source_id, version or _digest(fetched.body)) if self._crashed else None
-        if crash_key is not None and self._crashed.get(crash_key, 0.0) > time.monotonic():
-            raise DecoderCrashed()
         pivot, pivot_side = None, 0
         if (
             version
@@ -604,23 +623,19 @@ class EdgeApp:
             pivot = self.sources.pivot(source_id, version)
             pivot_side = 0 if pivot is not None else PIVOT_SIDE
         here = pivot is not None or pivot_side > 0
-        try:
-            rendered = await self.pool.run(
-                render,
-                fetched.body,
-                spec,
-                job,
-                self.encoding,
-                deadline,
-                pivot,
-                pivot_side,
-                cost=job.cost,
-                deadline=deadline,
-                here=here,
-            )
-        except DecoderCrashed:
-            self._remember_crash(source_id, version or _digest(fetched.body))
-            raise
+        rendered = await self.pool.run(
+            render,
+            fetched.body,
+            spec,
+            job,
+            self.encoding,
+            deadline,
+            pivot,
+            pivot_side,
+            cost=job.cost,
+            deadline=deadline,
+            here=here,
+        )
         if version and not here:
             self._proven[(source_id, version)] = True
         if rendered.pivot is not None and version:

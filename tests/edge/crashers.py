@@ -1,9 +1,10 @@
 """A stand-in for a libvips crash, which no image can be trusted to cause here.
 
-`render` is the edge's own, except for sources ending in CRASH: in a worker process
-it kills the process with SIGSEGV, as a decoder bug would; in the edge's process (where
-a crash would take the whole edge down) it records that it ran there and raises.
-Each call on such a source appends a line to the file named by CRASH_LOG.
+`render` and `prepare` are the edge's own, except for sources ending in CRASH (for
+`prepare`: those whose header libvips reads, not JPEG or PNG): in a worker process they
+kill the process with SIGSEGV, as a decoder bug would; in the edge's process (where a
+crash would take the whole edge down) they record that they ran there and raise.
+Each such call appends a line to the file named by CRASH_LOG.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import os
 import signal
 from typing import Any
 
+from edge.pipeline.render import prepare as real_prepare
+from edge.pipeline.render import quick_header
 from edge.pipeline.render import render as real_render
 
 CRASH = b"CRASH"
@@ -19,10 +22,20 @@ CRASH = b"CRASH"
 
 def render(data: bytes, *args: Any) -> Any:
     if data.endswith(CRASH):
-        in_edge = str(os.getpid()) == os.environ["CRASH_EDGE_PID"]
-        with open(os.environ["CRASH_LOG"], "a") as log:
-            log.write("edge process\n" if in_edge else "worker\n")
-        if in_edge:
-            raise RuntimeError("a crashing source was decoded in the edge's process")
-        signal.raise_signal(signal.SIGSEGV)
+        _crash()
     return real_render(data, *args)
+
+
+def prepare(data: bytes, *args: Any) -> Any:
+    if data.endswith(CRASH) and not quick_header(data) and len(args) < 4:  # header not known
+        _crash()
+    return real_prepare(data, *args)
+
+
+def _crash() -> None:
+    in_edge = str(os.getpid()) == os.environ["CRASH_EDGE_PID"]
+    with open(os.environ["CRASH_LOG"], "a") as log:
+        log.write("edge process\n" if in_edge else "worker\n")
+    if in_edge:
+        raise RuntimeError("a crashing source was decoded in the edge's process")
+    signal.raise_signal(signal.SIGSEGV)

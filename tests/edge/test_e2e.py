@@ -263,6 +263,7 @@ def crash_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CRASH_LOG", str(log))
     monkeypatch.setenv("CRASH_EDGE_PID", str(os.getpid()))
     monkeypatch.setattr(edge.app, "render", crashers.render)
+    monkeypatch.setattr(edge.app, "prepare", crashers.prepare)
     return log
 
 
@@ -283,6 +284,16 @@ def test_a_source_that_crashes_a_worker_costs_one_worker_not_one_per_variant(
         "one worker died; the edge's process never decoded it"
     )
     assert fine.status_code == 200 and image_of(fine).width == 50
+
+
+def test_headers_libvips_reads_are_read_in_a_worker(stack: Stack, crash_log: Path) -> None:
+    # GIF, WebP, AVIF, SVG...: libvips parses the header (JPEG and PNG are read in Python)
+    stack.put("poison.gif", gif(40, 30, frames=2) + crashers.CRASH)
+    with stack.edge(transform_processes=True, workers=1) as edge_server:
+        first = httpx.get(f"{edge_server.url}/_/w=20/poison.gif", timeout=60)
+        again = httpx.get(f"{edge_server.url}/_/w=21/poison.gif", timeout=60)
+    assert (first.status_code, again.status_code) == (422, 422)
+    assert crash_log.read_text() == "worker\n"
 
 
 def test_a_hot_source_is_decoded_in_the_edge_only_after_a_worker_rendered_it(
