@@ -66,7 +66,7 @@ from edge.pipeline.render import (
     Rendered,
     prepare,
     probe,
-    quick_header,
+    probe_in_python,
     render,
 )
 from edge.settings import EdgeSettings
@@ -596,16 +596,14 @@ class EdgeApp:
         deadline: float,
     ) -> Rendered:
         known = self._probed.get((source_id, version)) if version else None
-        if known is not None:
-            job = prepare(fetched.body, spec, accept, self.limits, known)
-        elif quick_header(fetched.body):
-            # a JPEG or PNG header is read in 5-50 us (edge/pipeline/header.py; ~0.2 ms
-            # when it falls back to libvips): less than a thread hand-off costs the
-            # event loop (submit, wake-up, GIL hand-back)
-            job = prepare(fetched.body, spec, accept, self.limits)
+        # a JPEG or PNG header is read here in 5-50 us (edge/pipeline/header.py), less than
+        # a hand-off costs the event loop; any header libvips reads (libheif, librsvg,
+        # libwebp, giflib, or a JPEG our parser gives up on) walks more of the file and is
+        # read in a worker, where a crash costs a process, not the edge
+        info = known or probe_in_python(fetched.body, self.limits)
+        if info is not None:
+            job = prepare(fetched.body, spec, accept, self.limits, info)
         else:
-            # other formats' headers are libvips' (libheif, librsvg, libwebp, giflib...)
-            # and walk more of the file: read in a worker, where a crash costs a process
             job = await self.pool.run(
                 prepare, fetched.body, spec, accept, self.limits, cost=1, deadline=deadline
             )

@@ -89,12 +89,6 @@ class Rendered:
     from_pivot: bool = False  # made from a pre-shrunk copy rather than the source bytes
 
 
-def quick_header(data: bytes) -> bool:
-    """A JPEG or PNG: its header is read without walking the file (a GIF's frame count,
-    an SVG's scan or a HEIF box tree can take longer, and go to a thread)."""
-    return data[:3] == b"\xff\xd8\xff" or data[:8] == b"\x89PNG\r\n\x1a\n"
-
-
 def probe(data: bytes, limits: Limits) -> SourceInfo:
     """The header only (no pixels); refuses what is not an image or is over the limits."""
     if not data:
@@ -103,12 +97,23 @@ def probe(data: bytes, limits: Limits) -> SourceInfo:
     pages = 1
     if header is None:
         header, pages = _vips_header(data)
+    return _checked(header, pages, len(data), limits)
+
+
+def probe_in_python(data: bytes, limits: Limits) -> SourceInfo | None:
+    """`probe` for the JPEG and PNG headers our own parser reads (5-50 us, no libvips);
+    None for anything libvips has to read (in a worker, where a crash costs a process)."""
+    header = read_header(data)
+    return None if header is None else _checked(header, 1, len(data), limits)
+
+
+def _checked(header: Header, pages: int, size: int, limits: Limits) -> SourceInfo:
     kind, width, height, alpha, orientation, progressive = header
     if width * height > limits.max_src_px:
         raise PayloadTooLarge(f"source is {width}x{height}, over the pixel limit")
     if orientation >= 5:
         width, height = height, width
-    return SourceInfo(width, height, pages, kind, alpha, orientation, len(data), progressive)
+    return SourceInfo(width, height, pages, kind, alpha, orientation, size, progressive)
 
 
 def _vips_header(data: bytes) -> tuple[Header, int]:

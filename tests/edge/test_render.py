@@ -16,7 +16,8 @@ from edge.pipeline.render import (
     Rendered,
     UnprocessableImage,
     prepare,
-    quick_header,
+    probe,
+    probe_in_python,
     render,
 )
 from tests.images import (
@@ -47,10 +48,16 @@ def decoded(result: Rendered) -> pyvips.Image:
     return image
 
 
-def test_only_jpeg_and_png_headers_are_read_on_the_event_loop() -> None:
-    # the others (frame counts, SVG scans, HEIF boxes) can walk the whole file
-    assert quick_header(jpeg()) and quick_header(png()) and quick_header(png(alpha=True))
-    assert not any(quick_header(data) for data in (gif(), webp(), svg(), b"", b"\xff\xd8"))
+def test_only_jpeg_and_png_headers_are_read_without_libvips() -> None:
+    # the others (frame counts, SVG scans, HEIF boxes) are libvips' and go to a worker
+    for data in (jpeg(), png(), png(alpha=True), oriented_jpeg(orientation=6)):
+        assert probe_in_python(data, LIMITS) == probe(data, LIMITS)
+    assert not any(
+        probe_in_python(data, LIMITS)
+        for data in (gif(), webp(), svg(), b"", b"\xff\xd8", jpeg()[:40])
+    )
+    with pytest.raises(PayloadTooLarge):
+        probe_in_python(jpeg(200, 100), Limits(max_src_px=10_000, max_frames=1, max_out=100))
 
 
 def test_resize_keeps_aspect() -> None:
