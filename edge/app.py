@@ -25,7 +25,7 @@ from pathlib import Path
 
 import orjson
 import xxhash
-from cachetools import LRUCache
+from cachetools import LRUCache, TTLCache
 from starlette.types import Receive, Scope, Send
 
 from cdn_common.asgi import (
@@ -190,7 +190,7 @@ class EdgeApp:
         # decoded copies are libvips images in this process: their jobs run in its threads
         self.pivots_enabled = settings.decoded_cache_mb > 0
         self._probed: dict[tuple[str, str | None], SourceInfo] = {}
-        self._crashed: dict[tuple[str, str], float] = {}  # (source, version) -> refused until
+        self._crashed: TTLCache[tuple[str, str], bool] = TTLCache(CRASHED_ENTRIES, CRASHED_S)
         self._proven: LRUCache[tuple[str, str], bool] = LRUCache(PROVEN_ENTRIES)
         self._cache_control = settings.cache_control.encode()
         self.fills: Coalescer[tuple[Entry, str]] = Coalescer()
@@ -576,14 +576,19 @@ class EdgeApp:
     ) -> Rendered:
         # only an ETag ties what is remembered about a source to these exact bytes
         version = fetched.etag
+        identity = version  # of the bytes, for the crash memory: the ETag, else a hash
         if self._crashed:
-            crash_key = (source_id, version or _digest(fetched.body))
-            if self._crashed.get(crash_key, 0.0) > time.monotonic():
+            identity = version or _digest(fetched.body)
+            if (source_id, identity) in self._crashed:
                 raise DecoderCrashed()
         try:
             return await self._render_in_pool(source_id, version, fetched, spec, accept, deadline)
         except DecoderCrashed:
-            self._remember_crash(source_id, version or _digest(fetched.body))
+            self._crashed[(source_id, identity or _digest(fetched.body))] = True
+            log.warning(
+                "source crashed a transform worker; its variants are refused",
+                extra={"fields": {"source": source_id, "for_s": CRASHED_S}},
+            )
             raise
 
     async def _render_in_pool(
@@ -642,20 +647,6 @@ class EdgeApp:
         elif pivot is not None and rendered.from_pivot:
             self.stats.copies_used += 1
         return rendered
-
-    def _remember_crash(self, source_id: str, version: str) -> None:
-        crashed = self._crashed
-        now = time.monotonic()
-        if len(crashed) >= CRASHED_ENTRIES:
-            for key in [key for key, until in crashed.items() if until <= now]:
-                del crashed[key]
-            if len(crashed) >= CRASHED_ENTRIES:
-                del crashed[next(iter(crashed))]  # first in, first out
-        crashed[(source_id, version)] = now + CRASHED_S
-        log.warning(
-            "source crashed a transform worker; its variants are refused",
-            extra={"fields": {"source": source_id, "for_s": CRASHED_S}},
-        )
 
     async def _send(
         self,
