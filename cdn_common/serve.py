@@ -46,10 +46,12 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def uvicorn_config(app: ASGIApp, **overrides: object) -> uvicorn.Config:
-    """The server settings every benchmark and service shares: httptools + uvloop, no access log."""
+    """The server settings every benchmark and service shares: httptools + uvloop, no access
+    log. An app with an `http_protocol` (the edge's, a subclass of uvicorn's httptools
+    protocol that answers cache hits itself) is served with it."""
     options: dict[str, object] = {
         "loop": "uvloop",
-        "http": "httptools",
+        "http": getattr(app, "http_protocol", None) or "httptools",
         "lifespan": "on",
         "access_log": False,
         "log_config": None,

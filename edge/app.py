@@ -19,7 +19,8 @@ import json
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -819,26 +820,49 @@ class FastPath:
         self.access_log = app.access_log
         self.wall = wall
         self._lines: dict[tuple[bytes, str, int, bytes], bytes] = {}
+        # uvicorn's protocol class for this app (`cdn_common.serve` uses it when set)
+        self.http_protocol: type[asyncio.Protocol] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = scope.get("raw_path")
-        if scope["type"] != "http" or raw is None or not (self.fast or self.routes):
+        if scope["type"] != "http" or raw is None:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        method = scope["method"]
+        found = self.hit(raw, scope["headers"], method)
+        if found is None:
+            await self.app(scope, receive, send)
+            return
+        entry, status, now = found
+        body = entry.body if method == "GET" else b""
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*entry.headers, status, (b"age", b"%d" % (now - entry.stored))],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+        self.account(raw, method, status, len(body), started)
+
+    def hit(
+        self, raw: bytes, headers: Iterable[tuple[bytes, bytes]], method: str
+    ) -> tuple[Entry, tuple[bytes, bytes], float] | None:
+        """The fresh 200 entry for an exact-URL hit, with its Cache-Status header and the
+        time; None for whatever the full app must answer."""
+        if not (self.fast or self.routes):
+            return None
         accept = b""
         size = 0
-        for name, value in scope["headers"]:
+        for name, value in headers:
             size += len(name) + len(value)
             if name == b"accept":
                 accept = value
             elif name == b"if-none-match" or name == b"cdn-loop":
-                await self.app(scope, receive, send)
-                return
-        method = scope["method"]
+                return None
         if size > MAX_HEADER_BYTES or (method != "GET" and method != "HEAD"):  # 431 or not ours
-            await self.app(scope, receive, send)
-            return
+            return None
         status = MEMORY_HIT
         entry = self.fast.get(raw)
         if entry is None:
@@ -856,36 +880,33 @@ class FastPath:
                 status = DISK_HIT
         now = self.wall()
         if entry is None or now >= entry.fresh_until or entry.status != 200:
-            await self.app(scope, receive, send)
-            return
+            return None
         if status is MEMORY_HIT:
             self.policy.get(entry.key)
             self.stats.memory_fast += 1
         else:
             self.stats.count("disk")
-        body = entry.body if method == "GET" else b""
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [*entry.headers, status, (b"age", b"%d" % (now - entry.stored))],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        return entry, status, now
+
+    def account(
+        self, raw: bytes, method: str, status: tuple[bytes, bytes], sent: int, started: float
+    ) -> None:
+        """A hit into the request metrics and the access log, as the full app records it."""
         elapsed = time.perf_counter() - started
         row = self._rows.get(method)
         if row is None:
             row = self._rows[method] = self.series.row("image", method, 200)
-        tally(row, self.buckets, elapsed, len(body))
+        tally(row, self.buckets, elapsed, sent)
         if self.access_log is not None:
             # the line's constant part is built once per (path, method, size, tier)
-            line_key = (raw, method, len(body), status[1])
+            line_key = (raw, method, sent, status[1])
             fragment = self._lines.get(line_key)
             if fragment is None:
                 if len(self._lines) > FAST_LOG_LINES:
                     self._lines.clear()
-                fields = {"method": method, "path": redact(scope["path"])}
-                fields.update(cache=status[1].decode(), status=200, bytes=len(body))
+                path = redact(urllib.parse.unquote(raw.decode("ascii")))
+                fields: dict[str, object] = {"method": method, "path": path}
+                fields.update(cache=status[1].decode(), status=200, bytes=sent)
                 fragment = orjson.dumps(fields)[1:-1] + b',"duration_ms":'
                 self._lines[line_key] = fragment
             self.access_log.write_timed(fragment, elapsed)
@@ -977,4 +998,9 @@ def build_app(settings: EdgeSettings, fetcher: Fetcher | None = None) -> FastPat
         classify=classify,
         access_log=AccessLog() if settings.access_log else None,
     )
-    return FastPath(middleware, cache, app.stats, cache.wall)
+    fast = FastPath(middleware, cache, app.stats, cache.wall)
+    if settings.protocol_hits:
+        from edge.protocol import hit_protocol
+
+        fast.http_protocol = hit_protocol(fast)
+    return fast

@@ -58,6 +58,10 @@ class EdgeSettings(ServiceSettings):
     memory_cache_mb: float = Field(
         256, ge=0, description="L1: memory for cached responses (bytes of bodies)."
     )
+    protocol_hits: bool = Field(
+        True,
+        description="Answer fresh exact-URL hits inside uvicorn's HTTP protocol, before ASGI.",
+    )
     cache_dir: str = Field("./data/cache", description="L2: directory of the disk tier.")
     disk_cache_mb: float = Field(1024, ge=0, description="L2: disk budget (0 turns the tier off).")
     disk_min_free_mb: float = Field(

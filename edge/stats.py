@@ -33,6 +33,7 @@ class EdgeStats(Collector):
         self.cache = cache
         self.results = dict.fromkeys(RESULTS, 0)
         self.memory_fast = 0  # memory hits answered by the fast path (counted apart: no dict)
+        self.protocol_hits = 0  # hits of either tier answered inside the HTTP protocol
         self.purges = 0
         self.transform = LatencyHistogram()
         self.origin = LatencyHistogram()
@@ -57,6 +58,11 @@ class EdgeStats(Collector):
                 count += self.memory_fast
             results.add_metric([result], count)
         yield results
+        yield CounterMetricFamily(
+            "edge_protocol_hits",
+            "Hits answered inside the HTTP protocol, before ASGI (counted in the results too).",
+            value=self.protocol_hits,
+        )
         yield CounterMetricFamily("edge_purges", "Purge requests accepted.", value=self.purges)
         cache = self.cache
         tier_bytes = GaugeMetricFamily(

@@ -2,13 +2,16 @@
 
     python -m loadtests.bench_cache [--seconds 10] [--rounds 3] [--connections 32]
 
-Four single-process servers under the same uvicorn settings (httptools, uvloop): a
+Five single-process servers under the same uvicorn settings (httptools, uvloop): a
 minimal raw-ASGI app and a bare Starlette route returning a ~30 KB JPEG from memory,
-an edge whose L1 holds it, and an edge with L1 off (EDGE_MEMORY_CACHE_MB=0) so every
-request is an L2 (disk) hit. The edges keep their JSON access log on, written to a file,
-as deployed. Runs alternate so drift hits all; the best run of each is compared. wrk is
-the load generator (Debian's package): one thread, 32 connections; without it an asyncio
-client, which is slower than the edge's hit path (its numbers are then the client's).
+an edge whose L1 holds it, an edge with L1 off (EDGE_MEMORY_CACHE_MB=0) so every
+request is an L2 (disk) hit, and the L1 edge again with its hits answered through ASGI
+(EDGE_PROTOCOL_HITS=false: what the edge's httptools protocol subclass saves). The
+baselines run under uvicorn's own httptools protocol. The edges keep their JSON access
+log on, written to a file, as deployed. Runs alternate so drift hits all; the best run of
+each is compared. wrk is the load generator (Debian's package): one thread, 32
+connections; without it an asyncio client, which is slower than the edge's hit path (its
+numbers are then the client's).
 """
 
 from __future__ import annotations
@@ -49,7 +52,13 @@ def small_jpeg(target: Path) -> int:
     return len(data)
 
 
-HITS = ("raw ASGI (memory)", "Starlette (memory)", "edge L1 hit", "edge L2 hit")
+HITS = (
+    "raw ASGI (memory)",
+    "Starlette (memory)",
+    "edge L1 hit",
+    "edge L2 hit",
+    "edge L1 hit, through ASGI",
+)
 
 
 @dataclass
@@ -80,9 +89,10 @@ def measure(seconds: int, rounds: int, connections: int) -> tuple[int, list[HitR
         edges = {}
         try:
             origin = stack.start_origin(root / "blobs", 18091)
-            for name, port, memory, cache_dir in (
-                ("edge L1 hit", 18092, "256", "l1"),
-                ("edge L2 hit", 18093, "0", "l2"),
+            for name, port, memory, cache_dir, protocol in (
+                ("edge L1 hit", 18092, "256", "l1", "true"),
+                ("edge L2 hit", 18093, "0", "l2", "true"),
+                ("edge L1 hit, through ASGI", 18096, "256", "asgi", "false"),
             ):
                 edges[name] = stack.start(
                     "edge",
@@ -92,6 +102,7 @@ def measure(seconds: int, rounds: int, connections: int) -> tuple[int, list[HitR
                         "EDGE_ORIGIN_URL": origin.url,
                         "EDGE_MEMORY_CACHE_MB": memory,
                         "EDGE_CACHE_DIR": str(root / cache_dir),
+                        "EDGE_PROTOCOL_HITS": protocol,
                     },
                     root / f"edge-{cache_dir}.log",
                 )
@@ -109,7 +120,7 @@ def measure(seconds: int, rounds: int, connections: int) -> tuple[int, list[HitR
                     )
                 )
                 wait_listening(port)
-            ports = (18094, 18095, 18092, 18093)
+            ports = (18094, 18095, 18092, 18093, 18096)
             targets = {n: f"http://127.0.0.1:{p}{PATH}" for n, p in zip(HITS, ports, strict=True)}
             for name, url in targets.items():
                 if name.startswith("edge"):

@@ -7,9 +7,10 @@ servers run) over a transport that drops what it is given, so what is timed is t
 per-request work of the process alone: no kernel, no load generator on the other core.
 That is steadier than requests/s on a shared machine and splits the hit path's cost
 from the server's: the raw-ASGI baseline, the same raw app sending the edge's response
-headers, an edge L1 hit and an edge L2 hit (L1 off), each the best of `rounds` runs of
-process CPU time. (Under load each figure roughly doubles: syscalls, wake-ups and
-caches shared with the load generator.)
+headers, an edge L1 hit and an edge L2 hit (L1 off), both answered in the edge's
+protocol subclass, and an L1 hit through ASGI (EDGE_PROTOCOL_HITS=false), each the best
+of `rounds` runs of process CPU time. (Under load each figure roughly doubles: syscalls,
+wake-ups and caches shared with the load generator.)
 """
 
 from __future__ import annotations
@@ -37,13 +38,16 @@ REQUEST = b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % PATH.encode()
 
 
 class NullTransport:
-    """Takes writes and counts them; the peer is always ready."""
+    """Takes writes and counts the responses started; the peer is always ready."""
 
     def __init__(self) -> None:
-        self.writes = 0
+        self.responses = 0
 
-    def write(self, data: object) -> None:
-        self.writes += 1
+    def write(self, data: bytes) -> None:
+        self.responses += data.startswith(b"HTTP/1.1 ")
+
+    def writelines(self, parts: tuple[bytes, ...]) -> None:
+        self.write(parts[0])
 
     def get_extra_info(self, name: str, default: object = None) -> object:
         return {"sockname": ("127.0.0.1", 80), "peername": ("127.0.0.1", 5555)}.get(name, default)
@@ -62,38 +66,44 @@ class NullTransport:
 
 
 async def per_request_us(app: ASGIApp, requests: int) -> float:
-    """CPU microseconds per request of `app` behind uvicorn's protocol."""
+    """CPU microseconds per request of `app` behind the protocol it is served with."""
     config = uvicorn_config(app, lifespan="off")
     config.load()
-    protocol = HttpToolsProtocol(config, ServerState(), {}, asyncio.get_running_loop())
+    kind: type[HttpToolsProtocol] = config.http_protocol_class  # type: ignore[assignment]
+    protocol = kind(config, ServerState(), {}, asyncio.get_running_loop())
     transport = NullTransport()
     protocol.connection_made(transport)  # type: ignore[arg-type]
     for _ in range(200):  # warm up
         protocol.data_received(REQUEST)
         await asyncio.sleep(0)
         await asyncio.sleep(0)
-    before = transport.writes
+    before = transport.responses
     started = time.process_time()
     for _ in range(requests):
         protocol.data_received(REQUEST)
         await asyncio.sleep(0)  # the request's task runs
         await asyncio.sleep(0)
     elapsed = time.process_time() - started
-    if transport.writes - before != 2 * requests:  # head and body, each request
-        raise RuntimeError(f"{transport.writes - before} writes for {requests} requests")
+    if transport.responses - before != requests:
+        raise RuntimeError(f"{transport.responses - before} responses to {requests} requests")
     return elapsed / requests * 1e6
 
 
 class Edge:
     """An edge app run through its lifespan, its access log going to /dev/null."""
 
-    def __init__(self, origin_url: str, cache_dir: Path, memory_mb: int) -> None:
+    def __init__(
+        self, origin_url: str, cache_dir: Path, memory_mb: int, protocol_hits: bool = True
+    ) -> None:
         from cdn_common.logs import AccessLog
         from edge.app import build_app
         from edge.settings import EdgeSettings
 
         settings = EdgeSettings(
-            origin_url=origin_url, memory_cache_mb=memory_mb, cache_dir=str(cache_dir)
+            origin_url=origin_url,
+            memory_cache_mb=memory_mb,
+            cache_dir=str(cache_dir),
+            protocol_hits=protocol_hits,
         )
         self.app = build_app(settings)
         self._devnull = open("/dev/null", "wb")  # noqa: SIM115 - closed in stop()
@@ -147,13 +157,16 @@ class Edge:
 async def measure(origin_url: str, root: Path, body: bytes, requests: int, rounds: int) -> None:
     l1 = Edge(origin_url, root / "l1", 256)
     l2 = Edge(origin_url, root / "l2", 0)
+    asgi = Edge(origin_url, root / "asgi", 256, protocol_hits=False)
     headers = await l1.start()
     await l2.start()
+    await asgi.start()
     apps: dict[str, ASGIApp] = {
         "raw ASGI": raw_app(body, "image/jpeg"),
         f"raw ASGI, the edge's {len(headers)} headers": headers_app(body, headers),
         "edge L1 hit": l1.app,
         "edge L2 hit": l2.app,
+        "edge L1 hit, through ASGI": asgi.app,
     }
     gc.collect()
     gc.freeze()  # as the edge does after start-up
@@ -163,11 +176,12 @@ async def measure(origin_url: str, root: Path, body: bytes, requests: int, round
             best[name] = min(best[name], await per_request_us(app, requests))
     await l1.stop()
     await l2.stop()
+    await asgi.stop()
     base = best["raw ASGI"]
     print("| server | CPU us per request | over raw ASGI |")
     print("|---|---|---|")
     for name, us in best.items():
-        print(f"| {name} | {us:.1f} | +{us - base:.1f} |")
+        print(f"| {name} | {us:.1f} | {us - base:+.1f} |")
 
 
 def main() -> int:

@@ -25,13 +25,11 @@ from cdn_common.stack import free_port
 class ServerThread:
     """uvicorn serving `app` on a free loopback port, in a thread of the test process."""
 
-    def __init__(self, app: ASGIApp, port: int = 0) -> None:
+    def __init__(self, app: ASGIApp, port: int = 0, loop: str = "asyncio") -> None:
         self.sock = bind("127.0.0.1", port)
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(
-            uvicorn_config(app, loop="asyncio", timeout_graceful_shutdown=2)
-        )
+        self.server = uvicorn.Server(uvicorn_config(app, loop=loop, timeout_graceful_shutdown=2))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]})
 
     def __enter__(self) -> ServerThread:

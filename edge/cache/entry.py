@@ -14,6 +14,7 @@ took 7.8 us for a 27 KB body against 0.6 us.)
 from __future__ import annotations
 
 import struct
+from http import HTTPStatus
 from typing import Final
 
 import orjson
@@ -26,6 +27,7 @@ HEADER: Final = struct.Struct("<4sddddIIIQ")
 FRESH_OFFSET: Final = 12  # of fresh_until, for in-place updates
 FRESH: Final = struct.Struct("<d")
 MUST_REVALIDATE: Final = 1
+REASONS: Final = {status.value: status.phrase.encode() for status in HTTPStatus}
 
 
 Body = bytes | memoryview  # a view into the file's bytes when read from disk (no copy)
@@ -51,6 +53,7 @@ class Entry:
         "status",
         "stored",
         "swr",
+        "wire_head",
     )
 
     def __init__(
@@ -84,6 +87,17 @@ class Entry:
         self.source_etag = source_etag
         self.source_modified = source_modified
         self.aliases: list[bytes] = []  # request paths of the fast path that point here
+        self.wire_head: bytes | None = None  # status line and headers as sent, built on first use
+
+    def head(self) -> bytes:
+        """The status line and stored headers in HTTP/1.1 wire form (the protocol-level
+        hit path sends them with its per-request lines), built once per entry."""
+        wire = self.wire_head
+        if wire is None:
+            lines = [b"HTTP/1.1 %d %s\r\n" % (self.status, REASONS.get(self.status, b""))]
+            lines += [b"%s: %s\r\n" % header for header in self.headers]
+            wire = self.wire_head = b"".join(lines)
+        return wire
 
     @property
     def size(self) -> int:
@@ -164,6 +178,7 @@ class Entry:
         entry.sie = sie
         entry.must_revalidate = bool(flags & MUST_REVALIDATE)
         entry.aliases = []
+        entry.wire_head = None
         return entry
 
 

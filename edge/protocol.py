@@ -1,0 +1,108 @@
+"""Fresh exact-URL hits answered inside uvicorn's HTTP protocol, before ASGI.
+
+Under load an L1 hit through ASGI spends more time in the server than in the cache:
+uvicorn builds a request cycle with an `asyncio.Event`, starts a task for it, checks
+every response header against two regular expressions and writes the head and the
+body in two system calls. `HitProtocol` is uvicorn's httptools protocol with one
+change: when a request's headers are complete and the edge's `FastPath` holds a fresh
+200 entry for its exact path, the response (the entry's prebuilt head, uvicorn's
+default headers, `Cache-Status`, `Age`, the body) leaves in one `writev`, and the
+request is counted and logged as any hit. Everything else (a query string,
+conditionals, a pipelined request behind a response still being written, a client not
+reading its responses, HTTP/1.0 or `Connection: close`, upgrades, `Expect:
+100-continue`, a `root_path`) takes uvicorn's own path through the full app.
+
+It leans on uvicorn's protocol internals (`on_headers_complete`, `cycle`, `url`,
+`headers`), which is why pyproject pins uvicorn below its next minor version;
+`tests/edge/test_protocol.py` drives it through real sockets. `EDGE_PROTOCOL_HITS=false`
+turns it off.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, cast
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+if TYPE_CHECKING:
+    from edge.app import FastPath
+
+
+class _Idle:
+    """What uvicorn's `connection_lost` wakes on a finished cycle: nothing here."""
+
+    def set(self) -> None:
+        pass
+
+
+class _Answered:
+    """Stands in for uvicorn's request cycle once a hit has been written: complete, so
+    the parser's later callbacks for that request (`on_body`, `on_message_complete`),
+    the next request and `shutdown` treat it as done."""
+
+    response_complete = True
+    disconnected = False
+    keep_alive = True
+    message_event = _Idle()
+
+
+ANSWERED = cast(RequestResponseCycle, _Answered())
+METHODS = {b"GET": "GET", b"HEAD": "HEAD"}
+
+
+def hit_protocol(fast: FastPath) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol answering `fast`'s hits itself."""
+    defaults: list[Any] = [None, b""]  # uvicorn's default headers (Date...) and their lines
+    stats = fast.stats
+
+    class HitProtocol(HttpToolsProtocol):
+        def on_headers_complete(self) -> None:
+            url = self.url
+            cycle = self.cycle
+            parser = self.parser
+            method = METHODS.get(parser.get_method())
+            if (
+                method is None
+                or (cycle is not None and not cycle.response_complete)
+                or self.flow.write_paused
+                or self.expect_100_continue
+                or url[:1] != b"/"
+                or b"?" in url
+                or b"#" in url
+                or self.root_path
+                or parser.get_http_version() != "1.1"
+                or not parser.should_keep_alive()
+                or parser.should_upgrade()
+            ):
+                super().on_headers_complete()
+                return
+            started = time.perf_counter()
+            found = fast.hit(url, self.headers, method)
+            if found is None:
+                super().on_headers_complete()
+                return
+            entry, status, now = found
+            server_headers = self.server_state.default_headers
+            if server_headers is not defaults[0]:  # uvicorn renews the list every second
+                defaults[1] = b"".join(b"%s: %s\r\n" % header for header in server_headers)
+                defaults[0] = server_headers
+            lines = b"%s%s: %s\r\nage: %d\r\n\r\n" % (
+                defaults[1],
+                status[0],
+                status[1],
+                now - entry.stored,
+            )
+            if method == "GET":
+                body = entry.body
+                self.transport.writelines((entry.head(), lines, body))
+                sent = len(body)
+            else:
+                self.transport.writelines((entry.head(), lines))
+                sent = 0
+            self.cycle = ANSWERED
+            stats.protocol_hits += 1
+            self.on_response_complete()  # counts it, arms keep-alive or starts a pipelined one
+            fast.account(url, method, status, sent, started)
+
+    return HitProtocol
