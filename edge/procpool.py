@@ -25,6 +25,10 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 FRAME = struct.Struct("!I")
 KEEP_BUFFER = 32 * 1024 * 1024  # a worker keeps a receive buffer up to this size
+# a job's source crosses in one or two writes instead of one per ~200 KB of the default
+# buffer, each a trip through the event loop: a 3.9 MB source cost the edge 11 ms of CPU
+# per job with the default, 3.3 ms with this (the kernel caps it at net.core.wmem_max)
+SOCKET_BUFFER = 4 * 1024 * 1024
 
 
 class WorkerDied(Exception):
@@ -114,6 +118,9 @@ class _Worker:
     @classmethod
     async def start(cls, context: Any, initializer: Callable[[], None]) -> _Worker:
         ours, theirs = socket.socketpair()
+        for end in (ours, theirs):
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
         with theirs:
             process = context.Process(target=_serve, args=(theirs, initializer), daemon=True)
             process.start()
