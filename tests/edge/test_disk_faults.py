@@ -32,9 +32,14 @@ def origin() -> Iterator[tuple[CountingOrigin, ServerThread]]:
         yield app, server
 
 
+# long enough that the tier cannot come back on while a test's failing requests run (at
+# 0.3 s it did, on a slow CI machine: four 1200 px transforms took longer than that)
+RETRY_S = 1.5
+
+
 @pytest.fixture
 def disk(edge_cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[bool]:
-    monkeypatch.setattr("edge.cache.disk.RETRY_S", 0.3)
+    monkeypatch.setattr("edge.cache.disk.RETRY_S", RETRY_S)
     with tmpfs(edge_cache_dir) as mounted:
         yield mounted
 
@@ -81,7 +86,7 @@ def test_a_full_disk_turns_the_tier_off_not_the_requests_and_it_comes_back(
             filler.unlink()
         else:
             inject(monkeypatch, None)
-        time.sleep(0.4)  # RETRY_S
+        time.sleep(RETRY_S + 0.1)
         assert width_of(httpx.get(url % 520)) == 520
         files_in(edge_cache_dir, 2)
         assert httpx.get(url % 520).headers["cache-status"] == "edge; hit; detail=disk"
@@ -113,7 +118,7 @@ def test_a_read_only_disk_is_read_but_not_written_until_it_is_writable_again(
                 subprocess.run(["mount", "-o", "remount,rw", str(edge_cache_dir)], check=True)
             else:
                 inject(monkeypatch, None)
-        time.sleep(0.4)  # RETRY_S
+        time.sleep(RETRY_S + 0.1)
         assert width_of(httpx.get(url % 310)) == 310
         files_in(edge_cache_dir, 2)
         assert metric(edge, "edge_disk_cache_enabled") == 1
