@@ -29,14 +29,14 @@ def origin() -> Iterator[tuple[CountingOrigin, ServerThread]]:
         yield app, server
 
 
-def edge_for(server: ServerThread, **overrides: Any) -> ServerThread:
+def edge_for(server: ServerThread, loop: str = "asyncio", **overrides: Any) -> ServerThread:
     values: dict[str, Any] = {
         "origin_url": server.url,
         "access_log": False,
         "purge_keys": "purge-key",
     }
     values.update(overrides)
-    return ServerThread(build_app(EdgeSettings(**values)))
+    return ServerThread(build_app(EdgeSettings(**values)), loop=loop)
 
 
 def metric(edge: ServerThread, name: str) -> float:

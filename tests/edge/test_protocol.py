@@ -12,10 +12,8 @@ from typing import Any, BinaryIO
 import httpx
 import pytest
 
-from edge.app import build_app
-from edge.settings import EdgeSettings
 from tests.edge.countingorigin import Blob, CountingOrigin
-from tests.edge.test_cache import metric
+from tests.edge.test_cache import edge_for, metric
 from tests.images import jpeg
 from tests.servers import ServerThread
 
@@ -28,12 +26,6 @@ def origin() -> Iterator[tuple[CountingOrigin, ServerThread]]:
     app = CountingOrigin({"a.jpg": Blob(jpeg(120, 80))})
     with ServerThread(app) as server:
         yield app, server
-
-
-def edge_for(server: ServerThread, loop: str = "asyncio", **overrides: Any) -> ServerThread:
-    values: dict[str, Any] = {"origin_url": server.url, "access_log": False}
-    values.update(overrides)
-    return ServerThread(build_app(EdgeSettings(**values)), loop=loop)
 
 
 def protocol_hits(edge: ServerThread) -> float:
