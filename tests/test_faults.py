@@ -332,6 +332,14 @@ def live_children(pid: int) -> list[int]:
     ]
 
 
+def in_flight(url: str) -> float:
+    """The edge's edge_transforms_in_flight gauge."""
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith("edge_transforms_in_flight "):
+            return float(line.split()[1])
+    raise AssertionError("edge_transforms_in_flight is not exported")
+
+
 def test_transform_workers_killed_under_load_cost_only_their_own_requests(
     origin: FaultyOrigin, tmp_path: Path
 ) -> None:
@@ -357,6 +365,11 @@ def test_transform_workers_killed_under_load_cost_only_their_own_requests(
             with ThreadPoolExecutor(6) as pool:
                 pending = [pool.submit(get, n) for n in range(48)]
                 wait(pending, return_when=FIRST_COMPLETED)  # transforms are flowing
+                # and one is running now: at the first answer all six clients can be
+                # fetching their next source, and idle workers die without a failure
+                busy_until = time.monotonic() + 10
+                while in_flight(edge.url) < 1:
+                    assert time.monotonic() < busy_until, "no transform running"
                 workers = live_children(edge.process.pid)
                 assert len(workers) > 1, "transforms run in worker processes"
                 for pid in workers:
