@@ -8,7 +8,13 @@ each job to an idle worker's socket and reads the answer itself; a worker that d
 fails only the job it was running, and the next job starts a new process.
 
 A job is `fn(*args)`, pickled (so `fn` must be importable by name in the worker); its
-return value or exception comes back pickled. Frames are a 4-byte length and a pickle.
+return value or exception comes back pickled. An answer is a 4-byte length and a
+pickle. A job is a head (the pickle's length, how many out-of-band buffers, their
+lengths), the pickle, then those buffers: a `bytes` argument of `OUT_OF_BAND` or more
+(a source image) is written to the socket as it is and reaches `fn` as a read-only
+memoryview of the worker's receive buffer, valid for that call. Pickled in band, a
+350 KB source cost the edge 370 us of copying per job and a 3.9 MB one 2.6 ms, more
+than the socket write itself.
 """
 
 from __future__ import annotations
@@ -23,7 +29,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-FRAME = struct.Struct("!I")
+FRAME = struct.Struct("!I")  # an answer's length
+JOB = struct.Struct("!II")  # a job's pickle length and its number of out-of-band buffers
+BUFFER = struct.Struct("!Q")  # an out-of-band buffer's length
+OUT_OF_BAND = 64 * 1024
 KEEP_BUFFER = 32 * 1024 * 1024  # a worker keeps a receive buffer up to this size
 # a job's source crosses in one or two writes instead of one per ~200 KB of the default
 # buffer, each a trip through the event loop: a 3.9 MB source cost the edge 11 ms of CPU
@@ -61,9 +70,9 @@ class ProcessPool:
         worker finishes it (a process cannot be interrupted safely mid-call) and is then
         idle again."""
         # pickled before a worker is taken: a job that cannot be sent costs no worker
-        payload = pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL)
+        frames = _job_frames(fn, args)
         worker = await self._take()
-        job = asyncio.ensure_future(self._exchange(worker, payload))
+        job = asyncio.ensure_future(self._exchange(worker, frames))
         answer: T = await asyncio.shield(job)
         return answer
 
@@ -83,9 +92,9 @@ class ProcessPool:
             self._all.discard(worker)  # died while idle (killed from outside)
             worker.kill()
 
-    async def _exchange(self, worker: _Worker, payload: bytes) -> Any:
+    async def _exchange(self, worker: _Worker, frames: list[bytes | memoryview]) -> Any:
         try:
-            ok, value = await worker.call(payload)
+            ok, value = await worker.call(frames)
         except (ConnectionError, asyncio.IncompleteReadError):
             self._all.discard(worker)
             raise WorkerDied(await worker.reap()) from None
@@ -127,8 +136,8 @@ class _Worker:
         reader, writer = await asyncio.open_connection(sock=ours)
         return cls(process, reader, writer)
 
-    async def call(self, payload: bytes) -> tuple[bool, Any]:
-        self.writer.writelines((FRAME.pack(len(payload)), payload))
+    async def call(self, frames: list[bytes | memoryview]) -> tuple[bool, Any]:
+        self.writer.writelines(frames)
         await self.writer.drain()
         (size,) = FRAME.unpack(await self.reader.readexactly(FRAME.size))
         answer: tuple[bool, Any] = pickle.loads(await self.reader.readexactly(size))  # noqa: S301 - our own worker, over a private socket pair
@@ -146,37 +155,62 @@ class _Worker:
             self.process.kill()
 
 
+def _job_frames(fn: Callable[..., object], args: tuple[object, ...]) -> list[bytes | memoryview]:
+    """What goes down the socket for `fn(*args)`: head, pickle, out-of-band buffers."""
+    wrapped = tuple(
+        pickle.PickleBuffer(arg) if type(arg) is bytes and len(arg) >= OUT_OF_BAND else arg
+        for arg in args
+    )
+    buffers: list[pickle.PickleBuffer] = []
+    payload = pickle.dumps((fn, wrapped), protocol=5, buffer_callback=buffers.append)
+    raws = [buffer.raw() for buffer in buffers]
+    head = JOB.pack(len(payload), len(raws)) + b"".join(BUFFER.pack(raw.nbytes) for raw in raws)
+    return [head, payload, *raws]
+
+
 def _serve(sock: socket.socket, initializer: Callable[[], None]) -> None:
     """A worker's loop: read a job, run it, write the answer; end when the edge closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the edge, which ends us
     initializer()
     # jobs are read into one buffer kept across jobs (grown to the largest so far): a
     # new one per job cost its size in page faults each time, 2,500 for a 10 MB source
-    buffer = bytearray(FRAME.size)
+    buffer = bytearray(JOB.size)
     with sock:
         while True:
-            head = _receive(sock, memoryview(buffer), FRAME.size)
+            head = _receive(sock, memoryview(buffer), JOB.size)
             if head is None:
                 return  # the edge closed its end
-            (size,) = FRAME.unpack(head)
-            if size > len(buffer):
-                buffer = bytearray(size)
-            job = _receive(sock, memoryview(buffer), size)
-            if job is None:
+            size, count = JOB.unpack(head)
+            sizes: list[int] = []
+            if count:
+                room = BUFFER.size * count
+                lengths = _receive(sock, memoryview(bytearray(room)), room)
+                if lengths is None:
+                    return
+                sizes = [length for (length,) in BUFFER.iter_unpack(lengths)]
+            total = size + sum(sizes)
+            if total > len(buffer):
+                buffer = bytearray(total)
+            view = _receive(sock, memoryview(buffer), total)
+            if view is None:
                 return
-            fn, args = pickle.loads(job)  # noqa: S301 - from the edge that started us
-            del job
-            if len(buffer) > KEEP_BUFFER:
-                buffer = bytearray(FRAME.size)  # a rare huge source: its room is not kept
+            views, start = [], size
+            for length in sizes:
+                views.append(view[start : start + length].toreadonly())
+                start += length
+            fn, args = pickle.loads(view[:size], buffers=views)  # noqa: S301 - from the edge that started us
             try:
                 answer = (True, fn(*args))
             except Exception as exc:
                 answer = (False, exc)
-            del fn, args
+            del fn, args, view, views
+            if len(buffer) > KEEP_BUFFER:
+                buffer = bytearray(JOB.size)  # a rare huge source: its room is not kept
             try:
                 data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
             except Exception as exc:
                 data = pickle.dumps((False, RuntimeError(f"answer cannot be sent: {exc!r}")))
+            del answer
             try:
                 sock.sendall(FRAME.pack(len(data)) + data)
             except BrokenPipeError:

@@ -19,14 +19,14 @@ from edge.pipeline.render import render as real_render
 CRASH = b"CRASH"
 
 
-def render(data: bytes, *args: Any) -> Any:
-    if data.endswith(CRASH):
+def render(data: bytes | memoryview, *args: Any) -> Any:
+    if data[-len(CRASH) :] == CRASH:  # a memoryview in a worker process
         _crash()
     return real_render(data, *args)
 
 
-def prepare(data: bytes, *args: Any) -> Any:
-    if data.endswith(CRASH) and len(args) < 4:  # no header given: libvips reads it
+def prepare(data: bytes | memoryview, *args: Any) -> Any:
+    if data[-len(CRASH) :] == CRASH and len(args) < 4:  # no header given: libvips reads it
         _crash()
     return real_prepare(data, *args)
 

@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+import zlib
 
 import pytest
 
@@ -163,3 +164,25 @@ async def test_a_cancelled_caller_leaves_its_worker_in_step() -> None:
         pool.close()
     assert answers == [first, os.getcwd()]
     assert pool.running == 0
+
+
+def described(*args: object) -> list[tuple[str, int]]:
+    """Run in a worker: each argument's type and CRC."""
+    return [(type(arg).__name__, zlib.crc32(arg)) for arg in args]  # type: ignore[arg-type]
+
+
+async def test_large_bytes_reach_a_worker_out_of_band_and_intact() -> None:
+    # sources go down the socket as they are and arrive as read-only views of the
+    # worker's receive buffer; jobs of other sizes after them must not see stale bytes
+    big, other, small = os.urandom(300_000), os.urandom(100_000), os.urandom(1000)
+    pool = TransformPool(workers=1, queue=5, memory_budget=BIG, processes=True)
+    try:
+        first = await pool.run(described, big, small, other, cost=1, deadline=later(60))
+        echoed = await pool.run(bytes, other, cost=1, deadline=later(60))
+        again = await pool.run(described, small, big, cost=1, deadline=later(60))
+    finally:
+        pool.close()
+    crc = zlib.crc32
+    assert first == [("memoryview", crc(big)), ("bytes", crc(small)), ("memoryview", crc(other))]
+    assert echoed == other
+    assert again == [("bytes", crc(small)), ("memoryview", crc(big))]
