@@ -131,7 +131,7 @@ the edge's VmHWM at the end (with its transform worker processes, if it started 
 
 Unique URLs (nothing cached: each request names a new source key), the edge's default
 encoder settings, load from {results["transform_generator"]} with {args.concurrency}
-connections, {args.seconds} s per run. The plain loops are `thumbnail_buffer` + the same
+connections, {args.seconds} s per run. The plain loops are `thumbnail_source` from memory + the same
 encoder, with `VIPS_CONCURRENCY=1`. The edge (its defaults: transforms in worker
 processes) is restarted per workload, with an empty cache directory, so its peak RSS is
 that workload's: the sum of the VmHWM of the edge and its worker processes (an upper

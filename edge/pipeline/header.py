@@ -26,6 +26,10 @@ class Header(NamedTuple):
     progressive: bool  # libvips' jpeg-multiscan: more than one scan
 
 
+# a source: bytes in the edge, a read-only view of its receive buffer in a worker
+Bytes = bytes | memoryview
+
+
 MAX_JPEG_SIDE = 65500  # libjpeg's JPEG_MAX_DIMENSION
 MAX_PNG_SIDE = 10_000_000  # libvips' VIPS_MAX_COORD
 SOF_READ = {0xC0: False, 0xC1: False, 0xC2: True}  # baseline, extended, progressive Huffman
@@ -34,7 +38,7 @@ STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RSTn: no length
 PNG_START = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR"
 
 
-def read_header(data: bytes) -> Header | None:
+def read_header(data: Bytes) -> Header | None:
     if data[:3] == b"\xff\xd8\xff":
         return _jpeg(data)
     if data[:16] == PNG_START:
@@ -42,7 +46,7 @@ def read_header(data: bytes) -> Header | None:
     return None
 
 
-def _jpeg(data: bytes) -> Header | None:
+def _jpeg(data: Bytes) -> Header | None:
     size = len(data)
     pos = 2
     frame: tuple[int, int, int, bool] | None = None  # width, height, components, progressive
@@ -94,7 +98,7 @@ def _jpeg(data: bytes) -> Header | None:
     return None
 
 
-def _png(data: bytes) -> Header | None:
+def _png(data: Bytes) -> Header | None:
     if len(data) < 33 or zlib.crc32(data[12:29]) != int.from_bytes(data[29:33], "big"):
         return None
     width = int.from_bytes(data[16:20], "big")
@@ -127,7 +131,7 @@ def _png(data: bytes) -> Header | None:
     return None
 
 
-def exif_orientation(tiff: bytes) -> int | None:
+def exif_orientation(tiff: Bytes) -> int | None:
     """Orientation from a TIFF-structured EXIF block's IFD0: 1 when absent, None when
     the block is not well formed or the value is not one of the eight."""
     endian: Literal["little", "big"]
