@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.cache.batch import BatchWriter
 from edge.cache.entry import FRESH, FRESH_OFFSET, HEADER, MAGIC, CorruptEntry, Entry
 from edge.cache.policy import S3FIFO
 
@@ -32,6 +33,15 @@ log = logging.getLogger("edge.cache.disk")
 RETRY_S = 30.0  # after a write error, how long the tier stays off before trying again
 SYNC_READ_MAX = 256 * 1024  # larger files are read in a thread, off the event loop
 FREE_CHECK_S = 1.0
+# a file up to SYNC_WRITE_MAX is written on the event loop, as small files are read: one
+# took 0.17 ms of the edge's CPU per transform that way, and 0.4-0.8 ms handed to a
+# thread (the hand-off and the GIL traded back and forth on two busy cores). A write
+# slower than SLOW_WRITE_S (a disk that has fallen behind: the kernel makes writers wait
+# for its dirty pages) sends writes to the writer thread for SLOW_OFF_S.
+SYNC_WRITE_MAX = 256 * 1024
+SLOW_WRITE_S = 0.05
+SLOW_OFF_S = 30.0
+WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 TMP_SUFFIX = ".tmp"
 # hot files stay open, as nginx's open_file_cache: a hit is one pread, not open + fstat +
 # read + close; a held descriptor is dropped when this process rewrites or removes the
@@ -49,6 +59,10 @@ class _Indexed:
     key: str
 
 
+_Job = tuple[str, str, str, bytes]  # file name, source, key, the file's bytes
+_Done = tuple[str, str, str, int, OSError | None]  # file name, source, key, size, error
+
+
 def file_name(key: str) -> str:
     return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
 
@@ -63,6 +77,8 @@ class DiskTier:
         self.indexed = False
         self.off_until = 0.0
         self.pending: set[asyncio.Task[None]] = set()
+        self._writer = BatchWriter(self._write_batch, self._wrote)
+        self._inline_off_until = 0.0
         self._free_checked = 0.0
         # counters for /metrics
         self.corrupt = 0
@@ -190,41 +206,85 @@ class DiskTier:
     # -- writes -----------------------------------------------------------------------
 
     def put(self, entry: Entry) -> None:
-        """Write in the background; the response does not wait for the disk."""
+        """Store `entry`; the response does not wait for a large write or a slow disk."""
         if not self.enabled:
             return
-        task = asyncio.get_running_loop().create_task(self._write(entry))
-        self.pending.add(task)
-        task.add_done_callback(self.pending.discard)
-
-    async def _write(self, entry: Entry) -> None:
-        name = file_name(entry.key)
         data = entry.to_bytes()
         if len(data) > self.policy.capacity:
             return
+        job = (file_name(entry.key), entry.source, entry.key, data)
+        if self.min_free and time.monotonic() - self._free_checked >= FREE_CHECK_S:
+            # a free-space check is due (at most once a second): it may evict first
+            task = asyncio.get_running_loop().create_task(self._write_after_check(job))
+            self.pending.add(task)
+            task.add_done_callback(self.pending.discard)
+        else:
+            self._write(job)
+
+    def _write(self, job: _Job) -> None:
+        if len(job[3]) > SYNC_WRITE_MAX or time.monotonic() < self._inline_off_until:
+            self._writer.put(job)
+            return
+        started = time.perf_counter()
+        self._wrote(self._write_batch([job]))
+        if time.perf_counter() - started > SLOW_WRITE_S:
+            self._inline_off_until = time.monotonic() + SLOW_OFF_S
+            log.warning(
+                "slow disk cache write: writes go to a thread for a while",
+                extra={"fields": {"for_s": SLOW_OFF_S}},
+            )
+
+    async def _write_after_check(self, job: _Job) -> None:
         try:
-            await self._make_room(len(data))
-            await asyncio.to_thread(self._write_file, self.path(name), data)
+            await self._make_room(len(job[3]))
         except OSError as error:
             self._failed(error)
             return
-        self._close(name)  # a descriptor held for the file this one replaced
-        self._index(name, entry.source, entry.key, len(data))
+        self._write(job)
+
+    def _wrote(self, results: list[_Done]) -> None:
+        """On the event loop: a batch of writes is on disk (or failed)."""
+        for name, source, key, size, error in results:
+            if error is not None:
+                self._failed(error)
+                continue
+            self._close(name)  # a descriptor held for the file this one replaced
+            self._index(name, source, key, size)
+
+    def _write_batch(self, batch: list[_Job]) -> list[_Done]:
+        """In the writer's thread: each file, and how it went."""
+        results: list[_Done] = []
+        for name, source, key, data in batch:
+            try:
+                self._write_file(f"{self._root}/{name[:2]}/{name[2:4]}/{name}", data)
+            except OSError as error:
+                results.append((name, source, key, 0, error))
+            else:
+                results.append((name, source, key, len(data), None))
+        return results
 
     @staticmethod
-    def _write_file(path: Path, data: bytes) -> None:
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.{id(data):x}{TMP_SUFFIX}")
+    def _write_file(path: str, data: bytes) -> None:
+        """`data` as the file `path`, whole or not at all: written under a temporary name
+        in its directory, then renamed. (`os` calls: 70 us for a 20 KB file here, against
+        135 us through pathlib and `open()`.)"""
+        tmp = f"{path}.{os.getpid()}.{id(data):x}{TMP_SUFFIX}"
+        try:
+            fd = os.open(tmp, WRITE_FLAGS, 0o666)
+        except FileNotFoundError:  # the shard's first file (not a mkdir per write)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(tmp, WRITE_FLAGS, 0o666)
         try:
             try:
-                f = open(tmp, "wb")  # noqa: SIM115 - closed below
-            except FileNotFoundError:  # the shard's first file (not a mkdir per write)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                f = open(tmp, "wb")  # noqa: SIM115
-            with f:
-                f.write(data)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
             raise
 
     async def _make_room(self, size: int) -> None:
@@ -281,13 +341,14 @@ class DiskTier:
         # written the way entries are, with some bytes: an empty file can still be
         # created on a full file system, and readiness then hung on whether the last
         # failed write was less than RETRY_S ago
-        self._write_file(probe, bytes(PROBE_BYTES))
+        self._write_file(str(probe), bytes(PROBE_BYTES))
         probe.unlink()
 
     async def flush(self) -> None:
         """Wait for writes in progress (graceful shutdown)."""
         if self.pending:
             await asyncio.gather(*self.pending, return_exceptions=True)
+        await self._writer.drained()
         for name in list(self._open):
             self._close(name)
 
