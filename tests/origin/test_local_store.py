@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cdn_common.errors import Conflict
+from origin.stores import local
 from origin.stores.base import WHOLE, BlobRead, NewBlob, Precondition
 from origin.stores.local import LocalStore
 from tests.images import jpeg, png
@@ -87,3 +90,67 @@ async def test_a_key_below_an_existing_blob_is_a_conflict(blob_dir: Path) -> Non
     await store.put("d/e.jpg", staged(store, jpeg()), Precondition())
     with pytest.raises(Conflict):
         await store.put("d", staged(store, jpeg()), Precondition())
+
+
+@pytest.fixture
+def readers(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The thread that read each blob's bytes, in order."""
+    seen: list[int] = []
+    original = local._pread_all
+
+    def recording(fd: int, length: int = 64, offset: int = 0) -> bytes:
+        seen.append(threading.get_ident())
+        return original(fd, length, offset)
+
+    monkeypatch.setattr(local, "_pread_all", recording)
+    return seen
+
+
+@pytest.mark.parametrize("cached", [True, False], ids=["page-cached", "on-disk"])
+async def test_a_read_runs_on_the_event_loop_only_when_it_cannot_wait_for_the_disk(
+    blob_dir: Path, readers: list[int], monkeypatch: pytest.MonkeyPatch, cached: bool
+) -> None:
+    store = LocalStore(blob_dir)  # no hot-blob memory: every read goes to the file
+    data = jpeg(300, 200)
+    (blob_dir / "a.jpg").write_bytes(data)
+    monkeypatch.setattr(local, "_in_page_cache", lambda fd, size: cached)
+    first, second = await whole(store, "a.jpg"), await whole(store, "a.jpg")
+    assert first.body == second.body == data
+    loop_thread = threading.get_ident()
+    assert readers and all((thread == loop_thread) == cached for thread in readers)
+
+
+async def test_an_uploaded_blob_whose_sidecar_is_not_cached_is_read_in_a_thread(
+    blob_dir: Path, readers: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalStore(blob_dir)
+    data = jpeg(64, 48)
+    await store.put("up.jpg", staged(store, data), Precondition())
+    fresh = LocalStore(blob_dir)  # its metadata cache is empty: the sidecar is read
+    sidecar = str(fresh._meta_path("up.jpg"))
+    monkeypatch.setattr(
+        local, "_in_page_cache", lambda fd, size: os.readlink(f"/proc/self/fd/{fd}") != sidecar
+    )
+    read = await whole(fresh, "up.jpg")
+    assert read.body == data and read.meta.owner == "k1"
+    assert readers[-1] != threading.get_ident()
+
+
+def test_page_cache_residency_is_told_by_rwf_nowait(tmp_path: Path) -> None:
+    path = tmp_path / "blob"
+    path.write_bytes(os.urandom(1 << 20))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            os.preadv(fd, [bytearray(1)], 0, os.RWF_NOWAIT)
+        except OSError as error:  # a file system that cannot tell (tmpfs): never "cached"
+            assert error.errno == errno.EOPNOTSUPP
+            assert not local._in_page_cache(fd, 1 << 20)
+            return
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # out of the page cache
+        assert not local._in_page_cache(fd, 1 << 20)
+        os.pread(fd, 1 << 20, 0)
+        assert local._in_page_cache(fd, 1 << 20)
+    finally:
+        os.close(fd)
