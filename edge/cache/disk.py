@@ -100,6 +100,10 @@ class DiskTier:
     def path(self, name: str) -> Path:
         return self.root / name[:2] / name[2:4] / name
 
+    def _file(self, name: str) -> str:
+        """`path` as a string, for the os calls of reads and writes (no pathlib on the way)."""
+        return f"{self._root}/{name[:2]}/{name[2:4]}/{name}"
+
     @property
     def enabled(self) -> bool:
         return time.monotonic() >= self.off_until
@@ -149,7 +153,7 @@ class DiskTier:
                     pass
             self._close(name)
         try:
-            fd = os.open(f"{self._root}/{name[:2]}/{name[2:4]}/{name}", os.O_RDONLY)
+            fd = os.open(self._file(name), os.O_RDONLY)
         except FileNotFoundError:
             self._unindex(name)
             return None
@@ -252,11 +256,12 @@ class DiskTier:
             self._index(name, source, key, size)
 
     def _write_batch(self, batch: list[_Job]) -> list[_Done]:
-        """In the writer's thread: each file, and how it went."""
+        """Each file, and how it went (one small file on the loop, else in the writer's
+        thread)."""
         results: list[_Done] = []
         for name, source, key, data in batch:
             try:
-                self._write_file(f"{self._root}/{name[:2]}/{name[2:4]}/{name}", data)
+                self._write_file(self._file(name), data)
             except OSError as error:
                 results.append((name, source, key, 0, error))
             else:
