@@ -107,14 +107,18 @@ class LocalStore:
         hot = self._read_hot(key, choose)
         if hot is not None:
             return hot
-        if NOWAIT:
-            try:
-                now = self._read(key, choose, on_loop=True)
-            except OSError as exc:
-                raise unavailable(exc) from None
-            if now is not LATER:
-                return now
-        return await self._run(self._read_waiting, key, choose)
+        if not NOWAIT:
+            return await self._run(self._read, key, choose)
+        try:
+            opened = self._open(key)  # on the loop, as the hot path's stat
+            if opened is None:
+                return None
+            now = self._read_open(key, choose, *opened, on_loop=True)
+        except OSError as exc:
+            raise unavailable(exc) from None
+        if now is not LATER:
+            return now
+        return await self._run(self._read_open, key, choose, *opened)  # the same descriptor
 
     def _read_hot(self, key: str, choose: Choose) -> BlobRead | None:
         """From the hot-blob cache, after a stat proves the file unchanged; else None."""
@@ -134,24 +138,27 @@ class LocalStore:
             return BlobRead(meta, selection, data[selection.start : selection.end + 1])
         return BlobRead(meta, selection, b"" if isinstance(selection, Skip) else data)
 
-    def _read_waiting(self, key: str, choose: Choose) -> BlobRead | None:
-        read = self._read(key, choose, on_loop=False)
-        return None if read is LATER else read  # never LATER off the loop
-
-    def _read(self, key: str, choose: Choose, *, on_loop: bool) -> BlobRead | Later | None:
-        """`on_loop`: LATER instead of waiting for the disk (a file over INLINE_LIMIT, or
-        its bytes or its sidecar's not in the page cache), for the thread to do."""
+    def _read(self, key: str, choose: Choose) -> BlobRead | None:
         opened = self._open(key)
-        if opened is None:
-            return None
-        fd, st = opened
+        return None if opened is None else self._read_open(key, choose, *opened)
+
+    @overload
+    def _read_open(self, key: str, choose: Choose, fd: int, st: os.stat_result) -> BlobRead: ...
+    @overload
+    def _read_open(
+        self, key: str, choose: Choose, fd: int, st: os.stat_result, *, on_loop: bool
+    ) -> BlobRead | Later: ...
+    def _read_open(
+        self, key: str, choose: Choose, fd: int, st: os.stat_result, *, on_loop: bool = False
+    ) -> BlobRead | Later:
+        """The blob behind `fd`, which this closes or hands to the body's stream. `on_loop`:
+        LATER instead of waiting for the disk (a file over INLINE_LIMIT, or its bytes or
+        its sidecar's not in the page cache), with `fd` left open for the thread."""
         try:
             if on_loop and not (st.st_size <= INLINE_LIMIT and _in_page_cache(fd, st.st_size)):
-                os.close(fd)
                 return LATER
             meta = self._meta(key, st, fd, nowait=on_loop)
             if meta is LATER:
-                os.close(fd)
                 return LATER
             selection = choose(meta)
             if isinstance(selection, Skip):
