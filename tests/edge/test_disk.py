@@ -81,8 +81,7 @@ async def test_a_slow_write_sends_the_next_ones_to_the_thread_for_a_while(
     assert writers[disk.file_name("second")] != loop_thread
     assert await tier.get("second") is not None
 
-    monkeypatch.setattr(disk, "SLOW_OFF_S", 0.0)  # the disk has been fine for a while
-    tier._inline_off_until = 0.0
+    tier._inline_off_until = 0.0  # the back-off has run out
     tier.put(entry("third", 1000))
     await tier.flush()
     assert writers[disk.file_name("third")] == loop_thread
