@@ -4,8 +4,9 @@
 process (a feeder that pickles and writes it, a manager that reads the answer), which
 take the GIL from the event loop three times a job, and it breaks for good when one
 worker dies: every later job raises `BrokenProcessPool`. Here the event loop writes
-each job to an idle worker's socket and reads the answer itself; a worker that dies
-fails only the job it was running, and the next job starts a new process.
+each job to a worker's socket and a task per worker reads the answers; a worker that
+dies fails only the job it was running (those queued behind it go to other workers),
+and the next job starts a new process.
 
 A job is `fn(*args)`, pickled (so `fn` must be importable by name in the worker); its
 return value or exception comes back pickled. An answer is a 4-byte length and a
@@ -20,6 +21,7 @@ than the socket write itself.
 from __future__ import annotations
 
 import asyncio
+import collections
 import multiprocessing
 import pickle
 import signal
@@ -55,77 +57,96 @@ class WorkerDied(Exception):
 
 class ProcessPool:
     """At most `size` worker processes, started on demand (spawned, not forked: the event
-    loop's threads and sockets stay out of them) and kept while they live."""
+    loop's threads and sockets stay out of them) and kept while they live. Each takes up
+    to `depth` jobs at once and runs them in turn: with 2, a worker's next job is already
+    in its socket when one ends, so it never waits for the event loop between jobs (which
+    must first get a core back from the workers to hand out the next one)."""
 
-    def __init__(self, size: int, initializer: Callable[[], None]) -> None:
+    def __init__(self, size: int, initializer: Callable[[], None], depth: int = 1) -> None:
         self.size = size
+        self.depth = depth
         self._initializer = initializer
-        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
-        self._all: set[_Worker] = set()
+        self._workers: list[_Worker] = []
         self._starting = 0
+        self._room = asyncio.Event()  # set when a job ends: a worker may have room
         self._context = multiprocessing.get_context("spawn")
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """`fn(*args)` in a worker. Cancelling the caller does not cancel the job: the
-        worker finishes it (a process cannot be interrupted safely mid-call) and is then
-        idle again."""
+        worker finishes it (a process cannot be interrupted safely mid-call) and goes on
+        with the next. A job queued behind one that killed its worker runs in another."""
         # pickled before a worker is taken: a job that cannot be sent costs no worker
         frames = _job_frames(fn, args)
-        worker = await self._take()
-        job = asyncio.ensure_future(self._exchange(worker, frames))
-        answer: T = await asyncio.shield(job)
-        return answer
+        while True:
+            answer = (await self._take()).send(frames)
+            try:
+                ok, value = await asyncio.shield(answer)
+            except _NotStarted:
+                continue
+            if ok:
+                return value  # type: ignore[no-any-return]
+            raise value
 
     async def _take(self) -> _Worker:
         while True:
-            if self._idle.empty() and len(self._all) + self._starting < self.size:
+            least = min(self._workers, key=lambda worker: len(worker.jobs), default=None)
+            if least is not None and not least.jobs:
+                return least
+            if len(self._workers) + self._starting < self.size:
                 self._starting += 1
                 try:
-                    worker = await _Worker.start(self._context, self._initializer)
+                    worker = await _Worker.start(self._context, self._initializer, self._ended)
                 finally:
                     self._starting -= 1
-                self._all.add(worker)
+                self._workers.append(worker)
+                self._room.set()  # callers waiting meanwhile may queue behind its first job
                 return worker
-            worker = await self._idle.get()
-            if not worker.reader.at_eof():
-                return worker
-            self._all.discard(worker)  # died while idle (killed from outside)
-            worker.kill()
+            if least is not None and len(least.jobs) < self.depth:
+                return least
+            self._room.clear()
+            await self._room.wait()
 
-    async def _exchange(self, worker: _Worker, frames: list[bytes | memoryview]) -> Any:
-        try:
-            ok, value = await worker.call(frames)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            self._all.discard(worker)
-            raise WorkerDied(await worker.reap()) from None
-        except BaseException:  # cancelled mid-frame (loop shutting down): not reusable
-            self._all.discard(worker)
-            worker.kill()
-            raise
-        self._idle.put_nowait(worker)
-        if ok:
-            return value
-        raise value
+    def _ended(self, worker: _Worker, alive: bool) -> None:
+        """A worker answered a job (`alive`) or its socket closed."""
+        if not alive and worker in self._workers:
+            self._workers.remove(worker)
+        self._room.set()
 
     def close(self) -> None:
-        for worker in self._all:
+        for worker in self._workers:
             worker.kill()
-        self._all.clear()
+        self._workers.clear()
+
+
+class _NotStarted(Exception):
+    """The job was queued behind one that ended its worker: it never ran."""
+
+
+Job = tuple["asyncio.Future[tuple[bool, Any]]", list[bytes | memoryview]]
 
 
 class _Worker:
+    """A process and its socket: jobs go down it in order, and a task reads the answers
+    back in the same order."""
+
     def __init__(
         self,
         process: Any,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        ended: Callable[[_Worker, bool], None],
     ) -> None:
         self.process = process
         self.reader = reader
         self.writer = writer
+        self.jobs: collections.deque[Job] = collections.deque()  # sent, not answered
+        self._ended = ended
+        self._reading = asyncio.ensure_future(self._read())
 
     @classmethod
-    async def start(cls, context: Any, initializer: Callable[[], None]) -> _Worker:
+    async def start(
+        cls, context: Any, initializer: Callable[[], None], ended: Callable[[_Worker, bool], None]
+    ) -> _Worker:
         ours, theirs = socket.socketpair()
         for end in (ours, theirs):
             end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
@@ -134,22 +155,49 @@ class _Worker:
             process = context.Process(target=_serve, args=(theirs, initializer), daemon=True)
             process.start()
         reader, writer = await asyncio.open_connection(sock=ours)
-        return cls(process, reader, writer)
+        return cls(process, reader, writer, ended)
 
-    async def call(self, frames: list[bytes | memoryview]) -> tuple[bool, Any]:
+    def send(self, frames: list[bytes | memoryview]) -> asyncio.Future[tuple[bool, Any]]:
+        """Queue a job; the future gets (ok, value), or WorkerDied / _NotStarted."""
+        answer: asyncio.Future[tuple[bool, Any]] = asyncio.get_running_loop().create_future()
+        self.jobs.append((answer, frames))
+        # whole frames, in order, without an await between: the transport keeps what the
+        # socket cannot take yet (at most `depth` jobs per worker are ever in it)
         self.writer.writelines(frames)
-        await self.writer.drain()
-        (size,) = FRAME.unpack(await self.reader.readexactly(FRAME.size))
-        answer: tuple[bool, Any] = pickle.loads(await self.reader.readexactly(size))  # noqa: S301 - our own worker, over a private socket pair
         return answer
 
-    async def reap(self) -> int | None:
-        """The exit code of a worker whose socket closed (it is ending, or has ended)."""
+    async def _read(self) -> None:
+        try:
+            while True:
+                (size,) = FRAME.unpack(await self.reader.readexactly(FRAME.size))
+                data = await self.reader.readexactly(size)
+                answer, _ = self.jobs.popleft()
+                try:
+                    answer.set_result(pickle.loads(data))  # noqa: S301 - our own worker, over a private socket pair
+                except Exception as exc:  # an answer this process cannot unpickle
+                    answer.set_exception(exc)
+                self._ended(self, True)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:  # closed by the pool
+            for answer, _ in self.jobs:
+                answer.cancel()
+            raise
+        # the process ended: the job at the head was running, those behind it never started
+        self._ended(self, False)
         self.writer.close()
-        await asyncio.to_thread(self.process.join, 5)
-        return self.process.exitcode  # type: ignore[no-any-return]
+        running = self.jobs.popleft() if self.jobs else None
+        for answer, _ in self.jobs:
+            answer.set_exception(_NotStarted())
+        self.jobs.clear()
+        try:
+            await asyncio.to_thread(self.process.join, 5)
+        finally:  # cancelled by the pool's close: the caller must not wait forever
+            if running is not None:
+                running[0].set_exception(WorkerDied(self.process.exitcode))
 
     def kill(self) -> None:
+        self._reading.cancel()
         self.writer.close()
         if self.process.is_alive():
             self.process.kill()

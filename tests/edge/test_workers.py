@@ -12,6 +12,7 @@ import zlib
 import pytest
 
 from cdn_common.errors import GatewayTimeout, HTTPError
+from edge.procpool import ProcessPool, WorkerDied
 from edge.workers import SMALL_JOB, QueueFull, TransformPool
 
 pytestmark = pytest.mark.anyio
@@ -186,3 +187,51 @@ async def test_large_bytes_reach_a_worker_out_of_band_and_intact() -> None:
     assert first == [("memoryview", crc(big)), ("bytes", crc(small)), ("memoryview", crc(other))]
     assert echoed == other
     assert again == [("bytes", crc(small)), ("memoryview", crc(big))]
+
+
+def nothing() -> None:
+    """A worker initializer that does nothing."""
+
+
+def pid_and(value: int, seconds: float = 0.0) -> tuple[int, int]:
+    time.sleep(seconds)
+    return os.getpid(), value
+
+
+def crash_after(seconds: float) -> None:
+    time.sleep(seconds)
+    signal.raise_signal(signal.SIGSEGV)
+
+
+async def test_workers_given_two_jobs_at_once_answer_each_its_own() -> None:
+    # with depth 2 the next job waits in the worker's socket: answers come back in order
+    # and must reach the right callers, cancelled ones included
+    pool = ProcessPool(2, nothing, depth=2)
+    try:
+        slow = asyncio.ensure_future(pool.run(pid_and, -1, 0.3))
+        await asyncio.sleep(0.1)
+        jobs = [pool.run(pid_and, i, 0.01 * (i % 3)) for i in range(20)]
+        slow.cancel()
+        answers = await asyncio.gather(*jobs)
+    finally:
+        pool.close()
+    assert [value for _, value in answers] == list(range(20))
+    assert len({pid for pid, _ in answers}) == 2
+
+
+async def test_a_job_queued_behind_a_crash_runs_in_a_new_worker() -> None:
+    pool = ProcessPool(1, nothing, depth=2)
+    try:
+        crashing = asyncio.ensure_future(pool.run(crash_after, 0.3))
+        await asyncio.sleep(0.1)  # the worker is running it
+        (worker,) = pool._workers
+        queued = asyncio.ensure_future(pool.run(pid_and, 7))
+        await asyncio.sleep(0.05)
+        assert len(worker.jobs) == 2, "the second job went to the busy worker's socket"
+        with pytest.raises(WorkerDied) as died:
+            await crashing
+        pid, value = await queued
+    finally:
+        pool.close()
+    assert died.value.signal == signal.SIGSEGV
+    assert value == 7 and pid != worker.process.pid
