@@ -2,7 +2,8 @@
 baseline measured in the same run on the same machine, written to BENCHMARKS.md and to
 a results file that `python -m loadtests plan` reads.
 
-    python -m loadtests bench [--seconds 8] [--rounds 2] [--concurrency 8] [--only AVIF]
+    python -m loadtests bench [--seconds 8] [--rounds 2] [--transform-rounds 2]
+                              [--concurrency 8] [--only AVIF]
 
 - L1 and L2 hits against a minimal raw-ASGI app and a bare Starlette route returning the
   same bytes under the same uvicorn settings (loadtests.bench_cache);
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 
 from loadtests import bench_cache, bench_transform
+from loadtests.bench_transform import positive
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "loadtests" / "results" / "bench.json"
@@ -47,7 +49,15 @@ def machine() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtests bench", description=__doc__)
     parser.add_argument("--seconds", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=2, help="hit runs per server (best kept)")
+    parser.add_argument(
+        "--rounds", type=positive, default=2, help="hit runs per server (best kept)"
+    )
+    parser.add_argument(
+        "--transform-rounds",
+        type=positive,
+        default=2,
+        help="alternated runs of each transform workload, plain loops and edge (best kept)",
+    )
     parser.add_argument("--connections", type=int, default=32, help="for the hit benchmarks")
     parser.add_argument("--concurrency", type=int, default=8, help="for the transforms")
     parser.add_argument("--only", help="transform workloads whose name contains this")
@@ -57,8 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m loadtests bench " + " ".join(argv if argv is not None else sys.argv[1:])
 
     size, hits = bench_cache.measure(args.seconds, args.rounds, args.connections)
-    transforms = bench_transform.measure(args.seconds, args.concurrency, args.only)
-    held = bench_transform.measure(args.seconds, args.concurrency, args.only, cached_sources=True)
+    transforms = bench_transform.measure(
+        args.seconds, args.concurrency, args.only, rounds=args.transform_rounds
+    )
+    held = bench_transform.measure(
+        args.seconds, args.concurrency, args.only, cached_sources=True, rounds=args.transform_rounds
+    )
     results = {
         "date": time.strftime("%Y-%m-%d"),
         "command": command.strip(),
@@ -131,11 +145,12 @@ the edge's VmHWM at the end (with its transform worker processes, if it started 
 
 Unique URLs (nothing cached: each request names a new source key), the edge's default
 encoder settings, load from {results["transform_generator"]} with {args.concurrency}
-connections, {args.seconds} s per run. The plain loops are `thumbnail_source` from memory + the same
-encoder, with `VIPS_CONCURRENCY=1`. The edge (its defaults: transforms in worker
-processes) is restarted per workload, with an empty cache directory, so its peak RSS is
-that workload's: the sum of the VmHWM of the edge and its worker processes (an upper
-bound: the peaks need not coincide).
+connections, best of {args.transform_rounds} x {args.seconds} s runs, the plain loops and
+the edge alternated (so the machine's drift reaches them alike). The plain loops are
+`thumbnail_source` from memory + the same encoder, with `VIPS_CONCURRENCY=1`. The edge
+(its defaults: transforms in worker processes) is restarted per run, with an empty cache
+directory, so its peak RSS is that workload's: the sum of the VmHWM of the edge and its
+worker processes (an upper bound: the peaks need not coincide).
 
 {transforms[0]}
 

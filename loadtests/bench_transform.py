@@ -391,6 +391,14 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def positive(text: str) -> int:
+    """An argparse type: an integer of at least 1 (a count of runs)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=8)
@@ -402,7 +410,7 @@ def main() -> int:
         help="4 sources held in the edge's source cache (no fetch per request), results not "
         "stored (every request transforms)",
     )
-    parser.add_argument("--rounds", type=int, default=1, help="alternated runs, best kept")
+    parser.add_argument("--rounds", type=positive, default=1, help="alternated runs, best kept")
     args = parser.parse_args()
     rows = measure(args.seconds, args.concurrency, args.only, args.cached_sources, args.rounds)
     print(
