@@ -105,6 +105,11 @@ def _transform_rows(rows: list[bench_transform.Row]) -> list[dict[str, object]]:
             "plain_best_rps": best,
             "edge_rps": edge["rps"],
             "ratio": edge["rps"] / best,
+            "ratio_per_round": {
+                "low": edge["ratio_low"],
+                "median": edge["ratio_median"],
+                "high": edge["ratio_high"],
+            },
             "p50_ms": edge["p50"],
             "p99_ms": edge["p99"],
             "peak_rss_mb": edge["rss"],

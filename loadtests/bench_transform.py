@@ -334,7 +334,9 @@ def measure(
 ) -> list[Row]:
     """Per workload: plain 1 process, N processes, N threads, the edge's figures, best plain.
     With `rounds` > 1 the four runs alternate that many times and each keeps its best, so
-    the machine's drift (10-30% over minutes here) hits them all alike."""
+    the machine's drift (10-30% over minutes here) hits them all alike. The edge's figures
+    also hold each round's own ratio (its run against that round's best plain loop, run
+    minutes apart at most): `ratio_low`, `ratio_median`, `ratio_high`."""
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         for work in WORKLOADS:
@@ -343,12 +345,26 @@ def measure(
             data = sample(work.sample)
             one = procs = threads = 0.0
             edge: dict[str, float] = {"rps": 0.0}
+            paired: list[float] = []
             for _ in range(rounds):
-                one = max(one, plain_processes(data, work, 1, seconds))
-                procs = max(procs, plain_processes(data, work, CORES, seconds))
-                threads = max(threads, plain_threads(data, work, CORES, seconds))
+                plain = (
+                    plain_processes(data, work, 1, seconds),
+                    plain_processes(data, work, CORES, seconds),
+                    plain_threads(data, work, CORES, seconds),
+                )
+                one, procs, threads = (
+                    max(a, b) for a, b in zip((one, procs, threads), plain, strict=True)
+                )
                 run = bench_edge(Path(tmp), data, work, seconds, concurrency, cached_sources)
+                paired.append(run["rps"] / max(plain))
                 edge = run if run["rps"] > edge["rps"] else edge
+            paired.sort()
+            edge = {
+                **edge,
+                "ratio_low": paired[0],
+                "ratio_median": statistics.median(paired),
+                "ratio_high": paired[-1],
+            }
             best = max(one, procs, threads)
             rows.append((work, one, procs, threads, edge, best))
             plain = f"1p {one:.1f}, {CORES}p {procs:.1f}, {CORES}t {threads:.1f}"
@@ -364,6 +380,7 @@ def table(rows: list[Row]) -> str:
         f"plain {CORES} threads",
         "edge req/s",
         "edge / best plain",
+        "per round: median (range)",
         "p50 ms",
         "p99 ms",
         "edge peak RSS MB",
@@ -378,6 +395,7 @@ def table(rows: list[Row]) -> str:
             f"{threads:.1f}",
             f"{edge['rps']:.1f}",
             f"{edge['rps'] / best:.2f}",
+            f"{edge['ratio_median']:.2f} ({edge['ratio_low']:.2f}-{edge['ratio_high']:.2f})",
             f"{edge['p50']:.0f}",
             f"{edge['p99']:.0f}",
             f"{edge['rss']:.0f}",
