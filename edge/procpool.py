@@ -122,9 +122,6 @@ class _NotStarted(Exception):
     """The job was queued behind one that ended its worker: it never ran."""
 
 
-Job = tuple["asyncio.Future[tuple[bool, Any]]", list[bytes | memoryview]]
-
-
 class _Worker:
     """A process and its socket: jobs go down it in order, and a task reads the answers
     back in the same order."""
@@ -139,7 +136,9 @@ class _Worker:
         self.process = process
         self.reader = reader
         self.writer = writer
-        self.jobs: collections.deque[Job] = collections.deque()  # sent, not answered
+        # answers to jobs sent and not answered yet, oldest first (a retry of a job that
+        # never started is its caller's: `run` keeps the frames)
+        self.jobs: collections.deque[asyncio.Future[tuple[bool, Any]]] = collections.deque()
         self._ended = ended
         self._reading = asyncio.ensure_future(self._read())
 
@@ -160,7 +159,7 @@ class _Worker:
     def send(self, frames: list[bytes | memoryview]) -> asyncio.Future[tuple[bool, Any]]:
         """Queue a job; the future gets (ok, value), or WorkerDied / _NotStarted."""
         answer: asyncio.Future[tuple[bool, Any]] = asyncio.get_running_loop().create_future()
-        self.jobs.append((answer, frames))
+        self.jobs.append(answer)
         # whole frames, in order, without an await between: the transport keeps what the
         # socket cannot take yet (at most `depth` jobs per worker are ever in it)
         self.writer.writelines(frames)
@@ -171,7 +170,7 @@ class _Worker:
             while True:
                 (size,) = FRAME.unpack(await self.reader.readexactly(FRAME.size))
                 data = await self.reader.readexactly(size)
-                answer, _ = self.jobs.popleft()
+                answer = self.jobs.popleft()
                 try:
                     answer.set_result(pickle.loads(data))  # noqa: S301 - our own worker, over a private socket pair
                 except Exception as exc:  # an answer this process cannot unpickle
@@ -179,24 +178,25 @@ class _Worker:
                 self._ended(self, True)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
-        except asyncio.CancelledError:  # closed by the pool
-            for answer, _ in self.jobs:
-                answer.cancel()
-            raise
         # the process ended: the job at the head was running, those behind it never started
         self._ended(self, False)
         self.writer.close()
         running = self.jobs.popleft() if self.jobs else None
-        for answer, _ in self.jobs:
+        for answer in self.jobs:
             answer.set_exception(_NotStarted())
         self.jobs.clear()
         try:
             await asyncio.to_thread(self.process.join, 5)
         finally:  # cancelled by the pool's close: the caller must not wait forever
             if running is not None:
-                running[0].set_exception(WorkerDied(self.process.exitcode))
+                running.set_exception(WorkerDied(self.process.exitcode))
 
     def kill(self) -> None:
+        # the callers' answers are cancelled here, not by the reading task: a task
+        # cancelled before its first step never runs its own handlers
+        for answer in self.jobs:
+            answer.cancel()
+        self.jobs.clear()
         self._reading.cancel()
         self.writer.close()
         if self.process.is_alive():
