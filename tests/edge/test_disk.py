@@ -100,3 +100,30 @@ async def test_writes_queued_for_the_thread_keep_their_order(
     found = await tier.get("k")
     assert found is not None and len(found.body) == 7000
     assert tier.size == len(newer.to_bytes())
+
+
+async def test_the_rebuild_makes_the_shards_and_moves_an_older_layouts_files(
+    tmp_path: Path,
+) -> None:
+    first = DiskTier(tmp_path, budget=64 << 20)
+    await first.rebuild()
+    shards = sorted(p.name for p in tmp_path.iterdir())
+    assert shards == [f"{i:02x}" for i in range(256)]  # made once, not on each first write
+    first.put(entry("moved", 3000))
+    first.put(entry("kept", 4000))
+    await first.flush()
+    name = disk.file_name("moved")
+    placed = tmp_path / name[:2] / name
+    assert placed.is_file() and first.path(name) == placed
+    # nginx's levels=1:2, as this tier used to write them: ab/cd/<name>
+    old = tmp_path / name[:2] / name[2:4] / name
+    old.parent.mkdir()
+    placed.rename(old)
+
+    second = DiskTier(tmp_path, budget=64 << 20)
+    await second.rebuild()
+    assert placed.is_file() and not old.parent.exists()
+    assert len(second) == 2 and second.corrupt == 0
+    for key, size in (("moved", 3000), ("kept", 4000)):
+        found = await second.get(key)
+        assert found is not None and found.body == entry(key, size).body
