@@ -403,7 +403,9 @@ def _pread_all(fd: int, length: int = SNIFF_BYTES, offset: int = 0) -> bytes:
 def _write_synced(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:  # a write may take less than it was given (a signal, a full disk)
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)

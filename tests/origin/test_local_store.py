@@ -154,3 +154,18 @@ def test_page_cache_residency_is_told_by_rwf_nowait(tmp_path: Path) -> None:
         assert local._in_page_cache(fd, 1 << 20)
     finally:
         os.close(fd)
+
+
+async def test_a_sidecar_is_whole_when_the_kernel_takes_a_few_bytes_per_write(
+    blob_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # short writes cannot be made to happen on a real file system on demand, so `os.write`
+    # is wrapped to take at most 7 bytes a call, as it may after a signal or near ENOSPC
+    real_write = os.write
+    monkeypatch.setattr(local.os, "write", lambda fd, data: real_write(fd, bytes(data[:7])))
+    store = LocalStore(blob_dir)
+    meta, _ = await store.put("a.jpg", staged(store, jpeg()), Precondition())
+    monkeypatch.undo()
+    fresh = LocalStore(blob_dir)  # reads the sidecar from disk, not from memory
+    read = await whole(fresh, "a.jpg")
+    assert (read.meta.owner, read.meta.etag) == ("k1", meta.etag)
