@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -67,12 +68,22 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m loadtests bench " + " ".join(argv if argv is not None else sys.argv[1:])
 
     size, hits = bench_cache.measure(args.seconds, args.rounds, args.connections)
-    transforms = bench_transform.measure(
-        args.seconds, args.concurrency, args.only, rounds=args.transform_rounds
-    )
-    held = bench_transform.measure(
-        args.seconds, args.concurrency, args.only, cached_sources=True, rounds=args.transform_rounds
-    )
+    with tempfile.TemporaryDirectory() as scratch:  # one deletion, after both (see measure)
+        transforms = bench_transform.measure(
+            args.seconds,
+            args.concurrency,
+            args.only,
+            rounds=args.transform_rounds,
+            scratch=Path(scratch),
+        )
+        held = bench_transform.measure(
+            args.seconds,
+            args.concurrency,
+            args.only,
+            cached_sources=True,
+            rounds=args.transform_rounds,
+            scratch=Path(scratch),
+        )
     results = {
         "date": time.strftime("%Y-%m-%d"),
         "command": command.strip(),
