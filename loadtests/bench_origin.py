@@ -50,8 +50,15 @@ def wrk(url: str, seconds: int, connections: int) -> tuple[float, str]:
         text=True,
         check=True,
     )
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", result.stdout).group(1))  # type: ignore[union-attr]
-    p99 = re.search(r"99%\s+(\S+)", result.stdout)
+    return wrk_figures(result.stdout)
+
+
+def wrk_figures(out: str) -> tuple[float, str]:
+    """Requests/s and p99 from wrk's `--latency` report."""
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    # the latency distribution's line, not a "+/- Stdev" share such as 89.99% that ends
+    # the thread statistics' latency line (which read the next line's "Req/Sec" as p99)
+    p99 = re.search(r"^\s*99%\s+(\S+)", out, re.MULTILINE)
     return rps, p99.group(1) if p99 else "?"
 
 
