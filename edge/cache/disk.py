@@ -428,8 +428,12 @@ class DiskTier:
                     path.unlink(missing_ok=True)
                     continue
                 if not shard or os.path.basename(directory) != file[:2]:
-                    try:  # an older layout's place
-                        os.replace(path, self._file(file))
+                    target = self._file(file)  # an older layout's place
+                    try:
+                        if os.path.exists(target):  # written since the start: newer
+                            path.unlink()
+                            continue
+                        os.replace(path, target)
                     except OSError:
                         continue  # not indexed: a lookup reads where the file should be
                 found.append((file, meta[0], meta[1], stat.st_size, stat.st_mtime))

@@ -127,3 +127,21 @@ async def test_the_rebuild_makes_the_shards_and_moves_an_older_layouts_files(
     for key, size in (("moved", 3000), ("kept", 4000)):
         found = await second.get(key)
         assert found is not None and found.body == entry(key, size).body
+
+
+async def test_a_file_written_since_the_start_wins_over_its_older_layouts_copy(
+    tmp_path: Path,
+) -> None:
+    tier = DiskTier(tmp_path, budget=64 << 20)
+    await tier.rebuild()
+    tier.put(entry("k", 3000))
+    await tier.flush()
+    name = disk.file_name("k")
+    old = tmp_path / name[:2] / name[2:4] / name
+    old.parent.mkdir()
+    old.write_bytes(entry("k", 1000).to_bytes())  # as an edge before the upgrade left it
+    again = DiskTier(tmp_path, budget=64 << 20)
+    await again.rebuild()
+    assert not old.exists() and not old.parent.exists()
+    found = await again.get("k")
+    assert found is not None and len(found.body) == 3000
