@@ -404,8 +404,7 @@ class DiskTier:
             self._make_shards()
         old: list[str] = []  # directories of an older layout, removed once emptied
         for directory, _, files in os.walk(self.root):
-            shard = os.path.dirname(directory) == self._root
-            if directory != self._root and not shard:
+            if directory != self._root and os.path.dirname(directory) != self._root:
                 old.append(directory)
             for file in files:
                 path = Path(directory, file)
@@ -427,8 +426,8 @@ class DiskTier:
                     self.corrupt += 1
                     path.unlink(missing_ok=True)
                     continue
-                if not shard or os.path.basename(directory) != file[:2]:
-                    target = self._file(file)  # an older layout's place
+                target = self._file(file)
+                if os.path.join(directory, file) != target:  # an older layout's place
                     try:
                         if os.path.exists(target):  # written since the start: newer
                             path.unlink()
