@@ -345,8 +345,8 @@ def measure(
     when it allocates one; the edge's system CPU per cached result went from 0.3 ms to as
     much as 1.5 ms), a cost the plain loops, which write no files, never see."""
     rows: list[Row] = []
-    own = tempfile.TemporaryDirectory() if scratch is None else None
-    with own if own is not None else contextlib.nullcontext(str(scratch)) as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = str(scratch) if scratch else stack.enter_context(tempfile.TemporaryDirectory())
         for work in WORKLOADS:
             if only and only not in work.name:
                 continue
