@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from cdn_common.errors import HTTPError, PayloadTooLarge, UnsupportedMedia
+from cdn_common.files import write_all
 from origin.sniff import SNIFF_BYTES, read_header, sniff_type
 from origin.stores.base import NewBlob, unavailable
 
@@ -95,7 +96,4 @@ def _create(path: Path) -> int:
 def _write(fd: int, digest: hashlib._Hash, chunks: list[bytes]) -> None:
     for chunk in chunks:
         digest.update(chunk)
-        view = memoryview(chunk)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+        write_all(fd, chunk)

@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cdn_common.files import write_all
 from edge.cache.batch import BatchWriter
 from edge.cache.entry import FRESH, FRESH_OFFSET, HEADER, MAGIC, CorruptEntry, Entry
 from edge.cache.policy import S3FIFO
@@ -291,9 +292,7 @@ class DiskTier:
             fd = os.open(tmp, WRITE_FLAGS, 0o666)
         try:
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
+                write_all(fd, data)
             finally:
                 os.close(fd)
             os.replace(tmp, path)

@@ -39,6 +39,7 @@ from typing import Any, TypeVar, overload
 from cachetools import LRUCache
 
 from cdn_common.errors import Conflict
+from cdn_common.files import write_all
 from cdn_common.http import ByteRange
 from origin.sniff import SNIFF_BYTES, read_header, sniff_type
 from origin.stores.base import (
@@ -403,9 +404,7 @@ def _pread_all(fd: int, length: int = SNIFF_BYTES, offset: int = 0) -> bytes:
 def _write_synced(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
-        view = memoryview(data)
-        while view:  # a write may take less than it was given (a signal, a full disk)
-            view = view[os.write(fd, view) :]
+        write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
