@@ -222,6 +222,7 @@ def bench_edge(
         paths = Paths(work, modulo=4 if cached_sources else 4900, colour=cached_sources)
         if shutil.which("wrk"):
             wrk_run(edge.url, paths, 2, concurrency, root, first=2000)  # warm up
+            settle(edge.url)
             before = _cpu(edge.process.pid, origin.process.pid)
             result = wrk_run(edge.url, paths, seconds, concurrency, root)
             # CPU per request: where the time beyond the transform itself goes
@@ -248,6 +249,22 @@ def bench_edge(
     finally:
         stack.stop()
     return {**result, "rss": rss}
+
+
+def settle(base: str, timeout: float = 60.0) -> None:
+    """Wait until the edge has no transform running or queued. wrk stops with requests in
+    flight and the edge still finishes them (queued ones too), so a run right after the
+    warm-up began with its backlog: 8 requests of the 5K workload held both cores for 1.2
+    s, a fifth of a 6 s run, and their CPU was charged to the run's requests. The plain
+    loops start idle."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{base}/metrics", timeout=5).text
+        busy = re.findall(r"^edge_transform(?:_queue_depth|s_in_flight) (\S+)$", text, re.M)
+        if len(busy) == 2 and not any(float(value) for value in busy):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"the edge at {base} still had transforms after {timeout:g} s")
 
 
 @dataclass(frozen=True)
@@ -354,7 +371,7 @@ def measure(
             one = procs = threads = 0.0
             edge: dict[str, float] = {"rps": 0.0}
             paired: list[float] = []
-            for _ in range(rounds):
+            for round_ in range(1, rounds + 1):
                 plain = (
                     plain_processes(data, work, 1, seconds),
                     plain_processes(data, work, CORES, seconds),
@@ -365,6 +382,11 @@ def measure(
                 )
                 run = bench_edge(Path(tmp), data, work, seconds, concurrency, cached_sources)
                 paired.append(run["rps"] / max(plain))
+                figures = ", ".join(f"{rps:.1f}" for rps in (*plain, run["rps"]))
+                print(
+                    f"  round {round_} (1p, {CORES}p, {CORES}t, edge): {figures}",
+                    file=sys.stderr,
+                )
                 edge = run if run["rps"] > edge["rps"] else edge
             paired.sort()
             edge = {
