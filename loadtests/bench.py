@@ -161,7 +161,8 @@ connections, best of {args.transform_rounds} x {args.seconds} s runs, the plain 
 the edge alternated (so the machine's drift reaches them alike). The plain loops are
 `thumbnail_source` from memory + the same encoder, with `VIPS_CONCURRENCY=1`. The edge
 (its defaults: transforms in worker processes) is restarted per run, with an empty cache
-directory, so its peak RSS is that workload's: the sum of the VmHWM of the edge and its
+directory, and measured once its 2 s warm-up's last requests are done (wrk leaves them
+in flight); its peak RSS is that workload's: the sum of the VmHWM of the edge and its
 worker processes (an upper bound: the peaks need not coincide).
 
 {transforms[0]}
