@@ -12,6 +12,7 @@ COPY pyproject.toml README.md ./
 COPY cdn_common/ cdn_common/
 COPY edge/ edge/
 COPY origin/ origin/
+COPY tools/ tools/
 RUN /opt/imagecdn/bin/pip install --no-cache-dir .
 
 FROM ${PYTHON_IMAGE}
@@ -31,7 +32,7 @@ WORKDIR /var/lib/imagecdn
 EXPOSE 8080 8081
 VOLUME ["/var/cache/imagecdn", "/var/lib/imagecdn"]
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-    CMD ["python", "-m", "cdn_common.healthcheck"]
+    CMD ["python", "-m", "tools.healthcheck"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["python", "-m"]
 CMD ["edge", "--config", "/etc/imagecdn/default.toml"]

@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m cdn_common.devserver
+	$(BIN)/python -m tools.devserver
 
 test: $(STAMP) services lint typecheck unit
 

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     if args.command == "sign":
-        from edge.signing import signed_path
+        from edge.security.signing import signed_path
 
         if not settings.signing_keys:
             print("edge: no EDGE_SIGNING_KEYS configured", file=sys.stderr)
@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_logging(settings.log_level)
     from cdn_common.serve import serve
-    from edge.app import build_app
-    from edge.workers import configure_libvips
+    from edge.compose import build_app
+    from edge.transform.pool import configure_libvips
 
     configure_libvips(settings.workers)
     serve(

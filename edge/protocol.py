@@ -4,29 +4,43 @@ Under load an L1 hit through ASGI spends more time in the server than in the cac
 uvicorn builds a request cycle with an `asyncio.Event`, starts a task for it, checks
 every response header against two regular expressions and writes the head and the
 body in two system calls. `HitProtocol` is uvicorn's httptools protocol with one
-change: when a request's headers are complete and the edge's `FastPath` holds a fresh
-200 entry for its exact path, the response (the entry's prebuilt head, uvicorn's
-default headers, `Cache-Status`, `Age`, the body) leaves in one `writev`, and the
-request is counted and logged as any hit. Everything else (a query string,
-conditionals, a pipelined request behind a response still being written, a client not
-reading its responses, HTTP/1.0 or `Connection: close`, upgrades, `Expect:
-100-continue`, a `root_path`) takes uvicorn's own path through the full app.
+change: when a request's headers are complete and its `Hits` (the edge's `FastPath`)
+has a fresh 200 entry ready for its exact path, the response (the entry's prebuilt
+head, uvicorn's default headers, the per-request fields every answer carries, the body)
+leaves in one `writev`, and the request is counted and logged as any hit. Everything
+else (a query string, conditionals, a pipelined request behind a response still being
+written, a client not reading its responses, HTTP/1.0 or `Connection: close`, upgrades,
+`Expect: 100-continue`, a `root_path`) takes uvicorn's own path through the full app.
 
 It leans on uvicorn's protocol internals (`on_headers_complete`, `cycle`, `url`,
-`headers`), which is why pyproject pins uvicorn below its next minor version;
-`tests/edge/test_protocol.py` drives it through real sockets. `EDGE_PROTOCOL_HITS=false`
-turns it off.
+`headers`, `flow`, `server_state`), which is why pyproject pins uvicorn below its next
+minor version; `tests/edge/test_protocol.py` drives it through real sockets and checks
+those internals are still there. `EDGE_PROTOCOL_HITS=false` turns it off.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Iterable
+from typing import Any, Protocol, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-if TYPE_CHECKING:
-    from edge.app import FastPath
+from edge.respond import Ready, wire_fields
+
+
+class Hits(Protocol):
+    """What the protocol needs of the edge: a ready answer for a request, or None."""
+
+    def ready(
+        self, raw: bytes, headers: Iterable[tuple[bytes, bytes]], method: str
+    ) -> Ready | None: ...
+
+    def account(
+        self, raw: bytes, method: str, status: bytes, sent: int, started: float
+    ) -> None: ...
+
+    def answered_in_protocol(self) -> None: ...
 
 
 class _Idle:
@@ -51,10 +65,23 @@ ANSWERED = cast(RequestResponseCycle, _Answered())
 METHODS = {b"GET": "GET", b"HEAD": "HEAD"}
 
 
-def hit_protocol(fast: FastPath) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol answering `fast`'s hits itself."""
+# what HitProtocol uses of uvicorn's protocol beyond its public callbacks
+INTERNALS = (
+    "url",
+    "cycle",
+    "parser",
+    "flow",
+    "expect_100_continue",
+    "root_path",
+    "headers",
+    "server_state",
+    "transport",
+)
+
+
+def hit_protocol(hits: Hits) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol answering `hits`' ready answers itself."""
     defaults: list[Any] = [None, b""]  # uvicorn's default headers (Date...) and their lines
-    stats = fast.stats
 
     class HitProtocol(HttpToolsProtocol):
         def on_headers_complete(self) -> None:
@@ -78,21 +105,16 @@ def hit_protocol(fast: FastPath) -> type[HttpToolsProtocol]:
                 super().on_headers_complete()
                 return
             started = time.perf_counter()
-            found = fast.hit(url, self.headers, method)
-            if found is None:
+            ready = hits.ready(url, self.headers, method)
+            if ready is None:
                 super().on_headers_complete()
                 return
-            entry, status, now = found
+            entry = ready.entry
             server_headers = self.server_state.default_headers
             if server_headers is not defaults[0]:  # uvicorn renews the list every second
                 defaults[1] = b"".join(b"%s: %s\r\n" % header for header in server_headers)
                 defaults[0] = server_headers
-            lines = b"%s%s: %s\r\nage: %d\r\n\r\n" % (
-                defaults[1],
-                status[0],
-                status[1],
-                now - entry.stored,
-            )
+            lines = defaults[1] + wire_fields(ready.fields) + b"\r\n"
             if method == "GET":
                 body = entry.body
                 self.transport.writelines((entry.head(), lines, body))
@@ -101,8 +123,8 @@ def hit_protocol(fast: FastPath) -> type[HttpToolsProtocol]:
                 self.transport.writelines((entry.head(), lines))
                 sent = 0
             self.cycle = ANSWERED
-            stats.protocol_hits += 1
+            hits.answered_in_protocol()
             self.on_response_complete()  # counts it, arms keep-alive or starts a pipelined one
-            fast.account(url, method, status, sent, started)
+            hits.account(url, method, ready.cache_status, sent, started)
 
     return HitProtocol

@@ -8,9 +8,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from cdn_common.metrics import LatencyHistogram
+from edge.cache.sources import SourceCache
 from edge.cache.tiers import TieredCache
-from edge.sourcecache import SourceCache
-from edge.workers import TransformPool
+from edge.transform.pool import TransformPool
 
 # How image requests were answered: a tier's hit, or why the edge went further.
 RESULTS = (

@@ -18,8 +18,8 @@ import atheris
 
 with atheris.instrument_imports():
     from cdn_common.errors import HTTPError
-    from edge.signing import signed_path
-    from edge.urls import parse_request
+    from edge.routes import parse_request
+    from edge.security.signing import signed_path
 
 KEY = "fuzz-key"
 HOSTS = ("images.example.com", "*.cdn.example")

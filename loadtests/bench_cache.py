@@ -27,10 +27,10 @@ from pathlib import Path
 
 import httpx
 
-from cdn_common.stack import Stack, wait_listening
 from loadtests.bench_origin import bench_arguments, best_of, machine, wrk
 from loadtests.bench_transform import drive, peak_rss_mb
 from loadtests.images import CORPUS
+from tools.stack import Stack, wait_listening
 
 GENERATOR = "wrk -t1" if shutil.which("wrk") else "an asyncio client (httpx)"
 PATH = "/_/_/bench/photo.jpg"  # the no-options route: the origin's bytes, cached as they are

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import httpx
 
-from cdn_common.stack import Stack
 from loadtests.bench_transform import peak_rss_mb
 from loadtests.images import sample
 from loadtests.run import RssSampler
+from tools.stack import Stack
 
 
 async def flood(edge: str, seconds: float, clients: int) -> tuple[int, dict[int, int], list[float]]:

@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cdn_common.stack import Stack, wait_listening
 from loadtests.images import CORPUS
+from tools.stack import Stack, wait_listening
 
 CORPUS_IMAGE = CORPUS / "ladybird.jpg"  # 351 KB
 

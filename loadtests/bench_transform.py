@@ -33,8 +33,8 @@ from pathlib import Path
 
 import httpx
 
-from cdn_common.stack import Stack
 from loadtests.images import sample
+from tools.stack import Stack
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def _loop(data: bytes, width: int, fmt: str, seconds: float) -> int:
     count = 0
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
-        # as the edge loads (edge/pipeline/render.py): 8-9% less CPU than thumbnail_buffer,
+        # as the edge loads (edge/transform/render.py): 8-9% less CPU than thumbnail_buffer,
         # which copies the whole source into a blob first
         source = pyvips.Source.new_from_memory(data)
         image = pyvips.Image.thumbnail_source(source, width, option_string="fail_on=truncated")

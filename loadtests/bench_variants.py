@@ -17,9 +17,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from cdn_common.stack import Stack
 from loadtests.bench_transform import drive
 from loadtests.images import sample
+from tools.stack import Stack
 
 
 def run(root: Path, decoded_mb: str, seconds: float, concurrency: int) -> float:

@@ -30,9 +30,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from cdn_common.serve import uvicorn_config
-from cdn_common.stack import Stack
 from loadtests.baselines import headers_app, raw_app
 from loadtests.bench_cache import PATH, small_jpeg
+from tools.stack import Stack
 
 REQUEST = b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % PATH.encode()
 
@@ -96,7 +96,7 @@ class Edge:
         self, origin_url: str, cache_dir: Path, memory_mb: int, protocol_hits: bool = True
     ) -> None:
         from cdn_common.logs import AccessLog
-        from edge.app import build_app
+        from edge.compose import build_app
         from edge.settings import EdgeSettings
 
         settings = EdgeSettings(

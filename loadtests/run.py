@@ -32,10 +32,10 @@ from pathlib import Path
 
 import httpx
 
-from cdn_common.stack import Service, Stack, free_port, wait_listening
 from loadtests.bench_transform import status_mb
 from loadtests.images import CORPUS
 from loadtests.suite import Image, format_images, parse_images, upload, warm
+from tools.stack import Service, Stack, free_port, wait_listening
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 SCENARIOS = {

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from edge.signing import signed_path
+from edge.security.signing import signed_path
 
 # Accept headers in realistic shares: AVIF-capable browsers (Chrome, Edge, Firefox,
 # Safari 16+), WebP-only (older Safari and Android WebViews), neither (bots, old clients)

@@ -19,7 +19,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from cdn_common.serve import bind, uvicorn_config
-from cdn_common.stack import free_port
+from tools.stack import free_port
 
 
 class ServerThread:

@@ -8,7 +8,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from cdn_common import healthcheck
+from tools import healthcheck
 from tests.servers import ServerThread, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +42,7 @@ def test_the_base_python_satisfies_requires_python() -> None:
 
 def test_the_image_runs_as_a_non_root_user_with_a_health_check() -> None:
     assert instructions("USER") == ["10001"]
-    assert "cdn_common.healthcheck" in instructions("HEALTHCHECK")[0]
+    assert "tools.healthcheck" in instructions("HEALTHCHECK")[0]
     assert instructions("ENTRYPOINT") == ['["python", "-m"]']
     assert instructions("CMD")[-1].startswith('["edge", "--config", "/etc/imagecdn/')
 

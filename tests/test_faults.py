@@ -24,9 +24,9 @@ import httpx
 import pytest
 import pyvips
 
-from cdn_common.stack import free_port
 from tests.images import jpeg, noisy_jpeg
 from tests.servers import PythonService
+from tools.stack import free_port
 
 DEADLINE_S = 2.0
 IMAGE = jpeg(120, 80)

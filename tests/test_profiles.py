@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from cdn_common.settings import load_settings
+from edge.security.signing import signed_path
 from edge.settings import EdgeSettings
-from edge.signing import signed_path
 from origin.samples import write_samples
 from origin.settings import OriginSettings
 from tests.images import jpeg

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cdn_common.configdoc import SERVICES, table
 from edge.options import options_table
+from tools.configdoc import SERVICES, table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -21,7 +21,7 @@ def test_settings_table_matches_the_schema(service: str) -> None:
     )
     assert found, f"README lacks the {service} settings table markers"
     assert found.group(1).strip() == table(service), (
-        f"regenerate with: python -m cdn_common.configdoc {service}"
+        f"regenerate with: python -m tools.configdoc {service}"
     )
 
 

@@ -1,7 +1,11 @@
-"""The tiers in order (memory, disk, shared), promotion, and purge across them."""
+"""The tiers in order (memory, disk, shared), promotion, and purge across them.
+
+The rest of the edge talks to this class only: the tiers' indexes (the memory tier's
+exact-URL aliases, the disk tier's routes and source maps) are theirs to keep."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -9,6 +13,8 @@ from edge.cache.disk import DiskTier
 from edge.cache.entry import Entry
 from edge.cache.memory import MemoryTier
 from edge.cache.shared import GLOBAL, SharedTier
+
+_NO_ROUTES: dict[bytes, tuple[str, str]] = {}
 
 
 class TieredCache:
@@ -42,6 +48,48 @@ class TieredCache:
                     self.disk.put(entry)
                 return entry, "shared"
         return None
+
+    @property
+    def has_routes(self) -> bool:
+        """Whether any exact request path is known yet (else `exact` cannot hit)."""
+        return bool(self.memory.fast) or (self.disk is not None and bool(self.disk.routes))
+
+    def exact(self, raw: bytes, negotiated: Callable[[], bytes]) -> tuple[Entry, bool] | None:
+        """The entry a request path was last answered with, and whether it came from
+        memory (else from disk, now promoted). `negotiated()` is the path's key with its
+        format class: a path is either negotiated (`format=auto`) or not, so its raw and
+        negotiated forms never both match, and the second is made only when the first is
+        in neither tier."""
+        memory = self.memory
+        entry = memory.fast.get(raw)
+        if entry is None:
+            routes = self.disk.routes if self.disk is not None else _NO_ROUTES
+            route = raw
+            found = routes.get(raw)
+            if found is None:
+                route = negotiated()
+                entry = memory.fast.get(route)
+                found = routes.get(route)
+            if entry is None:
+                if found is None or self.disk is None:
+                    return None
+                entry = self.disk.get_now(*found)
+                if entry is not None and memory.put(entry):
+                    memory.alias(entry, route)
+                return None if entry is None else (entry, False)
+        memory.policy.get(entry.key)  # a hit, for the eviction policy
+        return entry, True
+
+    def learn_route(self, entry: Entry, route: bytes) -> None:
+        """Let later requests for `route` find `entry` without parsing."""
+        if self.memory.policy.peek(entry.key) is entry:
+            self.memory.alias(entry, route)
+        if self.disk is not None:
+            self.disk.route(route, entry.key)
+
+    def store_briefly(self, entry: Entry) -> None:
+        """An answer kept on this node only, in memory (a 4xx, for a short while)."""
+        self.memory.put(entry)
 
     def store(self, entry: Entry, *, shared: bool = True) -> None:
         self.memory.put(entry)
@@ -110,6 +158,18 @@ class TieredCache:
             if self.disk is not None:
                 self.disk.delete(key)
         return found
+
+    async def start(self) -> None:
+        """Background work of the tiers: the disk index rebuild runs while requests are
+        served (they read files directly)."""
+        if self.disk is not None:
+            task = asyncio.get_running_loop().create_task(self.disk.rebuild())
+            self.disk.pending.add(task)
+            task.add_done_callback(self.disk.pending.discard)
+
+    async def close(self) -> None:
+        if self.shared is not None:
+            await self.shared.close()
 
     async def flush(self) -> None:
         if self.disk is not None:

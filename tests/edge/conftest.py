@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from edge.app import build_app
+from edge.compose import build_app
 from edge.settings import EdgeSettings
 from origin.app import build_app as build_origin
 from origin.settings import OriginSettings

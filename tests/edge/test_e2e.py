@@ -13,10 +13,10 @@ import httpx
 import pytest
 import pyvips
 
-from edge.signing import signed_path
+from edge.security.signing import signed_path
 from tests import rawhttp
-from tests.edge import crashers
 from tests.edge.conftest import Stack
+from tests.edge.transform import crashers
 from tests.images import gif, jpeg, noisy_jpeg, png, svg
 from tests.servers import ServerThread, free_port
 
@@ -257,13 +257,13 @@ def crash_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The edge renders with tests/edge/crashers.py: sources ending in CRASH kill their
     worker with a real SIGSEGV (the libvips crash is what is simulated); the file gets
     a line per such render, saying where it ran."""
-    import edge.app
+    import edge.transform.runner
 
     log = tmp_path / "crashes.log"
     monkeypatch.setenv("CRASH_LOG", str(log))
     monkeypatch.setenv("CRASH_EDGE_PID", str(os.getpid()))
-    monkeypatch.setattr(edge.app, "render", crashers.render)
-    monkeypatch.setattr(edge.app, "prepare", crashers.prepare)
+    monkeypatch.setattr(edge.transform.runner, "render", crashers.render)
+    monkeypatch.setattr(edge.transform.runner, "prepare", crashers.prepare)
     return log
 
 
@@ -364,7 +364,7 @@ def test_purge_drops_the_source(stack: Stack) -> None:
 
 
 def test_origin_overwrite_reaches_the_edge_through_the_webhook(blob_dir: Path) -> None:
-    from edge.app import build_app as build_edge
+    from edge.compose import build_app as build_edge
     from edge.settings import EdgeSettings
     from origin.app import build_app as build_origin
     from origin.settings import OriginSettings
@@ -414,7 +414,7 @@ def test_a_source_without_etag_is_never_described_from_memory() -> None:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    from edge.app import build_app as build_edge
+    from edge.compose import build_app as build_edge
     from edge.settings import EdgeSettings
 
     with ServerThread(changing) as origin:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from cdn_common.http import http_date
-from edge.fetch import Fetched
+from edge.cache.sources import SourceCache
 from edge.freshness import freshness_lifetime
-from edge.sourcecache import SourceCache
+from edge.origin_client import Fetched
 
 NOW = 1_800_000_000.0
 

@@ -15,7 +15,7 @@ from edge.options import (
     TransformSpec,
     parse_options,
 )
-from edge.urls import parse_request
+from edge.routes import parse_request
 
 
 @pytest.mark.parametrize(

@@ -13,12 +13,12 @@ import httpx
 import pytest
 
 from tests.edge.countingorigin import Blob, CountingOrigin
-from tests.edge.test_cache import edge_for, metric
+from tests.edge.edges import edge_for, metric
 from tests.images import jpeg
 from tests.servers import ServerThread
 
 PATH = "/_/w=40/a.jpg"
-PER_REQUEST = {"date", "age"}
+PER_REQUEST = {"date", "age", "server-timing"}
 
 
 @pytest.fixture
@@ -75,6 +75,47 @@ def test_a_protocol_hit_is_the_response_the_app_gives(origin: Any, loop: str) ->
                 assert ours.headers[name] == value, name
     assert head.headers["content-length"] == str(len(hit.content))
     assert hit.headers["date"].endswith(" GMT") and int(hit.headers["age"]) >= 0
+    assert hit.headers["server-timing"].startswith("cache;desc=memory;dur=")
+
+
+def test_every_path_answers_a_hit_with_the_same_header_names(origin: Any) -> None:
+    """The protocol path, the ASGI fast path and the full app (a conditional request
+    that does not match goes there) all build a hit's head with `edge/respond.py`."""
+    _, server = origin
+    names = {}
+    with edge_for(server) as edge, httpx.Client() as client:
+        client.get(edge.url + PATH)
+        names["protocol"] = sorted(client.get(edge.url + PATH).headers)
+        full = client.get(edge.url + PATH, headers={"If-None-Match": '"other"'})
+        assert full.headers["cache-status"] == "edge; hit; detail=memory"
+        assert full.headers["server-timing"].startswith("cache;desc=memory;dur=")
+        names["full app"] = sorted(full.headers)
+    with edge_for(server, protocol_hits=False, cache_dir="asgi") as edge:
+        httpx.get(edge.url + PATH)
+        names["asgi fast path"] = sorted(httpx.get(edge.url + PATH).headers)
+    assert names["protocol"] == names["full app"] == names["asgi fast path"]
+    assert {"age", "cache-status", "server-timing", "etag"} <= set(names["protocol"])
+
+
+def test_the_uvicorn_internals_the_hit_protocol_leans_on_are_still_there() -> None:
+    """A canary: `HitProtocol` subclasses uvicorn's httptools protocol and uses attributes
+    that are not uvicorn's public API. A uvicorn release that renames or drops one must
+    fail here, loudly, rather than send broken responses."""
+    import inspect
+
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+    from edge.protocol import INTERNALS
+
+    source = inspect.getsource(HttpToolsProtocol)
+    for name in INTERNALS:
+        assert f"self.{name} " in source or f"self.{name}:" in source, name
+    for method in ("on_headers_complete", "on_response_complete", "connection_lost"):
+        assert callable(getattr(HttpToolsProtocol, method, None)), method
+    cycle = inspect.getsource(RequestResponseCycle)
+    for name in ("response_complete", "disconnected", "keep_alive", "message_event"):
+        assert f"self.{name} " in cycle or f"self.{name}:" in cycle, name
+    assert "default_headers" in inspect.getsource(inspect.getmodule(HttpToolsProtocol))
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])

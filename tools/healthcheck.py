@@ -1,4 +1,4 @@
-"""`python -m cdn_common.healthcheck [URL ...]`: exit 0 when a service answers 200 on
+"""`python -m tools.healthcheck [URL ...]`: exit 0 when a service answers 200 on
 /healthz. The container's HEALTHCHECK: with no URL it asks both services' ports on
 loopback (from EDGE_PORT / ORIGIN_PORT, else 8080 / 8081), as one image runs either.
 Standard library only, so a check costs a fraction of a second, not an httpx import."""

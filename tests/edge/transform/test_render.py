@@ -10,7 +10,7 @@ import pyvips
 
 from cdn_common.errors import PayloadTooLarge, UnsupportedMedia
 from edge.options import parse_options
-from edge.pipeline.render import (
+from edge.transform.render import (
     Encoding,
     Limits,
     Rendered,

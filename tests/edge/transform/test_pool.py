@@ -12,8 +12,8 @@ import zlib
 import pytest
 
 from cdn_common.errors import GatewayTimeout, HTTPError
-from edge.procpool import ProcessPool, WorkerDied
-from edge.workers import SMALL_JOB, QueueFull, TransformPool
+from edge.transform.pool import SMALL_JOB, QueueFull, TransformPool
+from edge.transform.procpool import ProcessPool, WorkerDied
 
 pytestmark = pytest.mark.anyio
 BIG = SMALL_JOB * 2

@@ -18,7 +18,7 @@ Jobs run in worker processes (`processes=True`, the default): libvips releases t
 but pyvips' Python side between calls does not, and threads sharing it with the event
 loop left a quarter of two cores idle in the transform benchmark. Jobs that must see
 this process's memory (`here=True`: a decoded copy of a hot source) run in threads.
-A worker that dies mid-job (edge/procpool.py) fails that request alone: 422 when a
+A worker that dies mid-job (edge/transform/procpool.py) fails that request alone: 422 when a
 signal such as SIGSEGV ended it (the image crashed the decoder), 503 + Retry-After when
 SIGKILL did (the OOM killer, an operator), 500 otherwise; the next job starts a new one.
 """
@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from cdn_common.errors import GatewayTimeout, HTTPError, Unavailable
-from edge.procpool import ProcessPool, WorkerDied
+from edge.transform.procpool import ProcessPool, WorkerDied
 
 T = TypeVar("T")
 SMALL_JOB = 64 * 1024 * 1024  # decode estimate below which a job takes the small lane

@@ -20,7 +20,7 @@ import pyvips
 
 from edge.cache.disk import DiskTier
 from tests.edge.countingorigin import Blob, CountingOrigin
-from tests.edge.test_cache import edge_for, files_in, metric
+from tests.edge.edges import edge_for, files_in, metric
 from tests.images import noisy_jpeg
 from tests.servers import ServerThread, tmpfs
 

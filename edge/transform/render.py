@@ -16,8 +16,8 @@ import pyvips
 
 from cdn_common.errors import GatewayTimeout, HTTPError, PayloadTooLarge, UnsupportedMedia
 from edge.options import TransformSpec
-from edge.pipeline.header import Bytes, Header, read_header
-from edge.pipeline.plan import (
+from edge.transform.header import Bytes, Header, read_header
+from edge.transform.plan import (
     ANIMATED_FORMATS,
     Geometry,
     SourceInfo,
@@ -27,7 +27,7 @@ from edge.pipeline.plan import (
     plan_geometry,
     rotated_size,
 )
-from edge.pipeline.steps import build, meta_field
+from edge.transform.steps import build, meta_field
 
 # libvips' operation cache would keep decoded sources alive across requests; the edge
 # keeps its own caches, sized in bytes.

@@ -13,13 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
-from edge.app import build_app
-from edge.settings import EdgeSettings
 from tests.edge.countingorigin import Blob, CountingOrigin
+from tests.edge.edges import PURGE, edge_for, files_in, metric
 from tests.images import jpeg, png
 from tests.servers import ServerThread
-
-PURGE = {"Authorization": "Bearer purge-key"}
 
 
 @pytest.fixture
@@ -27,22 +24,6 @@ def origin() -> Iterator[tuple[CountingOrigin, ServerThread]]:
     app = CountingOrigin({"a.jpg": Blob(jpeg(200, 100)), "b.png": Blob(png(80, 40, alpha=True))})
     with ServerThread(app) as server:
         yield app, server
-
-
-def edge_for(server: ServerThread, loop: str = "asyncio", **overrides: Any) -> ServerThread:
-    values: dict[str, Any] = {
-        "origin_url": server.url,
-        "access_log": False,
-        "purge_keys": "purge-key",
-    }
-    values.update(overrides)
-    return ServerThread(build_app(EdgeSettings(**values)), loop=loop)
-
-
-def metric(edge: ServerThread, name: str) -> float:
-    text = httpx.get(f"{edge.url}/metrics").text
-    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
-    return float(found.group(1)) if found else 0.0
 
 
 def transforms(edge: ServerThread) -> float:
@@ -173,16 +154,6 @@ def test_a_truncated_file_and_a_stray_temporary_are_dropped_on_start(
         response = httpx.get(f"{edge.url}/_/w=62/a.jpg")
         assert response.status_code == 200
         assert response.headers["cache-status"].startswith("edge; fwd=uri-miss")
-
-
-def files_in(directory: Path, count: int) -> list[Path]:
-    """The cache files once `count` of them are written (writes are in the background)."""
-    for _ in range(200):
-        files = sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix != ".tmp")
-        if len(files) >= count:
-            return files
-        time.sleep(0.01)
-    raise AssertionError(f"{count} cache files never appeared")
 
 
 def test_a_disk_only_node_serves_repeats_from_files_and_never_a_changed_one(

@@ -19,8 +19,8 @@ from typing import Any
 from cachetools import LRUCache
 
 from edge.cache.policy import S3FIFO
-from edge.fetch import Fetched
 from edge.freshness import freshness_lifetime
+from edge.origin_client import Fetched
 
 PIVOT_SIDE = 1280  # long side of a pre-shrunk copy: covers the common 100-1280 px variants
 

@@ -1,4 +1,4 @@
-"""The configuration reference, generated from the settings: `python -m cdn_common.configdoc`.
+"""The configuration reference, generated from the settings: `python -m tools.configdoc`.
 
 The README's tables are this output (`--write README.md` puts them in place); a test
 fails when they drift apart.

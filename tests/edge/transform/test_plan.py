@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edge.options import BadOption, TransformSpec, parse_options
-from edge.pipeline.plan import (
+from edge.transform.plan import (
     Geometry,
     SourceInfo,
     choose_format,

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from cdn_common.stack import Stack
+from tools.stack import Stack
 
 DATA = Path("data")
 ORIGIN_PORT = int(os.environ.get("ORIGIN_PORT", "8081"))

@@ -14,7 +14,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from cdn_common.errors import BadRequest, Forbidden
 from edge.options import TransformSpec, parse_options
-from edge.signing import verify
+from edge.security.signing import verify
 
 CDN_CGI = "/cdn-cgi/image/"
 MAX_SOURCE_BYTES = 2048
@@ -139,3 +139,11 @@ def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
         elif host == pattern:
             return True
     return False
+
+
+def redact(raw_path: str) -> str:
+    """The path for logs: the signature replaced, so logs cannot be replayed."""
+    if raw_path.startswith(CDN_CGI):
+        return raw_path
+    _, _, rest = raw_path[1:].partition("/")
+    return "/-/" + rest

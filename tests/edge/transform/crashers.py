@@ -13,8 +13,8 @@ import os
 import signal
 from typing import Any
 
-from edge.pipeline.render import prepare as real_prepare
-from edge.pipeline.render import render as real_render
+from edge.transform.render import prepare as real_prepare
+from edge.transform.render import render as real_render
 
 CRASH = b"CRASH"
 

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cdn_common.errors import UnsupportedMedia
-from edge.pipeline.header import Header, exif_orientation, read_header
-from edge.pipeline.render import _vips_header
+from edge.transform.header import Header, exif_orientation, read_header
+from edge.transform.render import _vips_header
 from tests.images import cmyk_jpeg, gradient, jpeg, oriented_jpeg, png, png16
 
 

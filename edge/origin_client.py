@@ -4,7 +4,7 @@ The origin client is aiohttp (C-accelerated parser): every transform miss fetche
 source, and a 350 KB body costs ~0.5 ms of event-loop CPU there against ~1.9 ms through
 httpx/h11, whose pure-Python parsing was two thirds of the loop's work in the transform
 benchmark. Remote URLs keep httpx, whose connection pool takes the SSRF-guarded network
-backend (edge/netguard.py); they are the rarer path.
+backend (edge/security/netguard.py); they are the rarer path.
 
 Every failure is mapped here, in one place, to the edge's errors:
 404/410 from upstream -> 404; 400 -> 400; other 4xx -> 502 (a configuration problem
@@ -32,8 +32,9 @@ from cdn_common.errors import (
     NotFound,
     PayloadTooLarge,
 )
-from edge.netguard import IP, ForbiddenAddress, guarded_transport, public_address
-from edge.urls import OriginSource, Source, host_allowed
+from edge.clock import Clock, system_clock
+from edge.routes import OriginSource, Source, host_allowed
+from edge.security.netguard import IP, ForbiddenAddress, guarded_transport, public_address
 
 MAX_REDIRECTS = 5
 HOP_BY_HOP = frozenset(
@@ -80,7 +81,12 @@ def _check_status(status: int, what: str) -> None:
 
 
 def _fetched(
-    headers: Mapping[str, str], body: bytes, started: float, *, not_modified: bool = False
+    headers: Mapping[str, str],
+    body: bytes,
+    started: float,
+    received: float,
+    *,
+    not_modified: bool = False,
 ) -> Fetched:
     # an upstream edge states the entry's own freshness in CDN-Cache-Control (RFC 9213)
     return Fetched(
@@ -91,7 +97,7 @@ def _fetched(
         cache_control=headers.get("cdn-cache-control") or headers.get("cache-control"),
         expires=headers.get("expires"),
         seconds=time.monotonic() - started,
-        received=time.time(),
+        received=received,
         not_modified=not_modified,
         cache_status=headers.get("cache-status"),
     )
@@ -106,8 +112,10 @@ class Fetcher:
         connect_timeout: float = 2.0,
         read_timeout: float = 10.0,
         remote_address_check: Callable[[IP], bool] = public_address,
+        clock: Clock = system_clock,
     ) -> None:
         self.origin_url = origin_url
+        self.clock = clock
         self.allowed_hosts = allowed_hosts
         # connect: waiting for a pooled connection or making one; sock_read: between reads
         self._origin_timeout = aiohttp.ClientTimeout(
@@ -168,7 +176,7 @@ class Fetcher:
         remaining = deadline - started
         if remaining <= 0:
             raise GatewayTimeout("deadline exceeded before fetching")
-        read = _Reader(started, max_bytes, reserve, conditional=bool(etag or modified))
+        read = _Reader(started, max_bytes, reserve, self.clock, conditional=bool(etag or modified))
         if via is not None:
             what, target = "parent edge", via
         elif isinstance(source, OriginSource):
@@ -246,10 +254,12 @@ class _Reader:
         started: float,
         max_bytes: int,
         reserve: Callable[[int], Awaitable[None]] | None,
+        clock: Clock,
         *,
         conditional: bool,
     ) -> None:
         self.started = started
+        self.clock = clock
         self.max_bytes = max_bytes
         self.reserve = reserve
         self.conditional = conditional
@@ -258,7 +268,7 @@ class _Reader:
         self, what: str, status: int, headers: Mapping[str, str], chunks: AsyncIterator[bytes]
     ) -> Fetched:
         if status == 304 and self.conditional:
-            return _fetched(headers, b"", self.started, not_modified=True)
+            return _fetched(headers, b"", self.started, self.clock(), not_modified=True)
         _check_status(status, what)
         declared = headers.get("content-length")
         expected = int(declared) if declared is not None and declared.isdigit() else 0
@@ -276,4 +286,4 @@ class _Reader:
             if reserve is not None and size > expected:
                 await reserve(len(chunk))
             parts.append(chunk)
-        return _fetched(headers, b"".join(parts), self.started)
+        return _fetched(headers, b"".join(parts), self.started, self.clock())

@@ -10,9 +10,9 @@ import pytest
 from starlette.types import Receive, Scope, Send
 
 from cdn_common.errors import BadRequest, Forbidden
-from edge.fetch import Fetcher
-from edge.netguard import ForbiddenAddress, public_address
-from edge.urls import RemoteSource
+from edge.origin_client import Fetcher
+from edge.routes import RemoteSource
+from edge.security.netguard import ForbiddenAddress, public_address
 from tests.images import jpeg
 from tests.servers import ServerThread
 

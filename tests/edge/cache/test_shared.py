@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.edge.countingorigin import Blob, CountingOrigin
-from tests.edge.test_cache import PURGE, edge_for
+from tests.edge.edges import PURGE, edge_for
 from tests.images import jpeg
 from tests.servers import ServerThread, ServiceProcess
 

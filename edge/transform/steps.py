@@ -11,7 +11,7 @@ from typing import Any
 import pyvips
 
 from edge.options import TransformSpec
-from edge.pipeline.plan import ALPHA_FORMATS, Geometry, crop_offset
+from edge.transform.plan import ALPHA_FORMATS, Geometry, crop_offset
 
 Step = Callable[[pyvips.Image], pyvips.Image]
 

@@ -1,0 +1,127 @@
+"""Settings to a running app: the one place the edge's parts are built and wired.
+
+    build_app(settings) -> FastPath -> AccessMiddleware -> EdgeApp -> Server -> ...
+
+Tests and tools pass their own seams here: a `Fetcher` (origin client) and a `Clock`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cdn_common.asgi import AccessMiddleware, HTTPMetrics
+from cdn_common.logs import AccessLog
+from edge.app import EdgeApp, classify
+from edge.cache.disk import DiskTier
+from edge.cache.memory import MemoryTier
+from edge.cache.shared import SharedTier
+from edge.cache.sources import SourceCache
+from edge.cache.tiers import TieredCache
+from edge.clock import Clock, system_clock
+from edge.fastpath import FastPath
+from edge.origin_client import Fetcher
+from edge.produce import Producer
+from edge.serve import Server
+from edge.settings import EdgeSettings
+from edge.stats import EdgeStats
+from edge.transform.pool import TransformPool
+from edge.transform.render import Encoding, Limits
+from edge.transform.runner import Transformer
+from edge.upstream import Upstream
+
+MIB = 1024 * 1024
+
+
+def build_cache(settings: EdgeSettings, clock: Clock = system_clock) -> TieredCache:
+    memory = MemoryTier(int(settings.memory_cache_mb * MIB))
+    disk = None
+    if settings.disk_cache_mb > 0:
+        disk = DiskTier(
+            Path(settings.cache_dir),
+            int(settings.disk_cache_mb * MIB),
+            int(settings.disk_min_free_mb * MIB),
+        )
+    shared = None
+    if settings.shared_cache_url:
+        shared = SharedTier(
+            settings.shared_cache_url,
+            timeout=settings.shared_cache_timeout_ms / 1000,
+            max_object=settings.shared_cache_max_kb * 1024,
+            marker_ttl=int(settings.max_ttl_s + settings.stale_if_error_s) + 1,
+        )
+    return TieredCache(memory, disk, shared, wall=clock)
+
+
+def limits_of(settings: EdgeSettings) -> Limits:
+    return Limits(
+        max_src_px=int(settings.max_src_mp * 1_000_000),
+        max_frames=settings.max_frames,
+        max_out=settings.max_out_px,
+    )
+
+
+def encoding_of(settings: EdgeSettings) -> Encoding:
+    return Encoding(
+        jpeg_quality=settings.jpeg_quality,
+        webp_quality=settings.webp_quality,
+        avif_quality=settings.avif_quality,
+        webp_effort=settings.webp_effort,
+        avif_effort=settings.avif_effort,
+        png_effort=settings.png_effort,
+    )
+
+
+def build_app(
+    settings: EdgeSettings, fetcher: Fetcher | None = None, clock: Clock = system_clock
+) -> FastPath:
+    metrics = HTTPMetrics("edge")
+    fetcher = fetcher or Fetcher(
+        settings.origin_url,
+        allowed_hosts=settings.allowed_sources,
+        connect_timeout=settings.origin_connect_timeout_s,
+        read_timeout=settings.origin_read_timeout_s,
+        clock=clock,
+    )
+    pool = TransformPool(
+        settings.workers,
+        settings.queue,
+        int(settings.transform_memory_mb * MIB),
+        source_budget=int(settings.inflight_sources_mb * MIB),
+        processes=settings.transform_processes,
+    )
+    cache = build_cache(settings, clock)
+    sources = SourceCache(
+        int(settings.source_cache_mb * MIB), int(settings.decoded_cache_mb * MIB), wall=clock
+    )
+    stats = EdgeStats(pool, sources, cache)
+    metrics.registry.register(stats)
+    transformer = Transformer(
+        pool,
+        sources,
+        stats,
+        limits_of(settings),
+        encoding_of(settings),
+        pivots=settings.decoded_cache_mb > 0,
+    )
+    upstream = Upstream(
+        fetcher,
+        sources,
+        stats,
+        max_src_bytes=int(settings.max_src_mb * MIB),
+        parents=settings.parent_url,
+    )
+    producer = Producer(settings, transformer, stats, clock)
+    server = Server(settings, cache, upstream, producer, transformer, pool, stats, clock)
+    app = EdgeApp(settings, server, fetcher, metrics)
+    middleware = AccessMiddleware(
+        app,
+        metrics=metrics,
+        classify=classify,
+        access_log=AccessLog() if settings.access_log else None,
+    )
+    fast = FastPath(middleware, cache, stats, clock)
+    if settings.protocol_hits:
+        from edge.protocol import hit_protocol
+
+        fast.http_protocol = hit_protocol(fast)
+    return fast

@@ -1,1 +1,0 @@
-"""The transform: probe the header, plan the geometry (pure), run libvips steps, encode."""

@@ -1,0 +1,196 @@
+"""A response made from what came from upstream, as the `Entry` every tier stores:
+a passthrough of the source's bytes, a rendered variant, a parent edge's answer, or a
+4xx kept briefly. Its headers, validators and freshness are decided here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+from cdn_common.errors import HTTPError, PayloadTooLarge, error_body
+from edge.cache.entry import Entry
+from edge.clock import Clock
+from edge.freshness import directives, freshness_lifetime
+from edge.negotiate import ACCEPT_FOR_CLASS
+from edge.origin_client import Fetched
+from edge.request import Ask
+from edge.settings import EdgeSettings
+from edge.stats import EdgeStats
+from edge.transform.plan import CONTENT_TYPES
+from edge.transform.render import Rendered, probe
+from edge.transform.runner import Transformer
+
+# A source is passed through untouched only when it is a raster image by both the
+# origin's word and its first byte; SVG, HTML or anything odd is rendered (or refused).
+PASSTHROUGH_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif", "image/avif"})
+
+
+class Producer:
+    def __init__(
+        self,
+        settings: EdgeSettings,
+        transformer: Transformer,
+        stats: EdgeStats,
+        clock: Clock,
+    ) -> None:
+        self.settings = settings
+        self.transformer = transformer
+        self.limits = transformer.limits
+        self.stats = stats
+        self.clock = clock
+        self._cache_control = settings.cache_control.encode()
+
+    async def make(self, ask: Ask, fetched: Fetched, lifetime: float | None) -> tuple[Entry, str]:
+        """The variant `ask` wants of the fetched source, and its Server-Timing part."""
+        spec = ask.spec
+        origin_etag = None
+        timing = ""
+        if spec.is_identity and passthrough(fetched):
+            # not decoded, but never a bomb: the header's size and frames against the limits
+            if probe(fetched.body, self.limits).pages > self.limits.max_frames:
+                raise PayloadTooLarge("source has too many frames")
+            body, content_type = fetched.body, fetched.content_type.split(";")[0]
+            if fetched.etag and fetched.etag.startswith('"'):
+                origin_etag = fetched.etag  # the origin's strong tag names these very bytes
+            cache_control = (fetched.cache_control or self.settings.cache_control).encode()
+        else:
+            started = time.monotonic()
+            accept = ACCEPT_FOR_CLASS[ask.klass]
+            rendered = await self.transformer.render(
+                ask.source.id, fetched, spec, accept, ask.deadline
+            )
+            elapsed = time.monotonic() - started
+            self.stats.transform.observe(rendered.format, elapsed)
+            timing = f", transform;dur={elapsed * 1000:.1f}"
+            if spec.format == "json":
+                body, content_type = describe(rendered), "application/json"
+            else:
+                body, content_type = rendered.body, CONTENT_TYPES[rendered.format]
+            cache_control = self._cache_control
+        etag = origin_etag or '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+        headers = [
+            (b"content-type", content_type.encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"etag", etag.encode()),
+            (b"cache-control", cache_control),
+            (b"x-content-type-options", b"nosniff"),
+        ]
+        if fetched.last_modified:
+            headers.append((b"last-modified", fetched.last_modified.encode("latin-1")))
+        if ask.auto:
+            headers.append((b"vary", b"Accept"))
+        return self.entry(ask, fetched, lifetime, 200, body, headers, etag.encode()), timing
+
+    def from_parent(self, ask: Ask, fetched: Fetched, lifetime: float | None) -> Entry:
+        headers = [
+            (b"content-type", fetched.content_type.encode("latin-1")),
+            (b"content-length", str(len(fetched.body)).encode()),
+            (b"cache-control", self._cache_control),
+            (b"x-content-type-options", b"nosniff"),
+        ]
+        etag = (fetched.etag or "").encode("latin-1")
+        if etag:
+            headers.append((b"etag", etag))
+        if fetched.last_modified:
+            headers.append((b"last-modified", fetched.last_modified.encode("latin-1")))
+        if ask.auto:
+            headers.append((b"vary", b"Accept"))
+        return self.entry(ask, fetched, lifetime, 200, fetched.body, headers, etag)
+
+    def entry(
+        self,
+        ask: Ask,
+        fetched: Fetched,
+        lifetime: float | None,
+        status: int,
+        body: bytes,
+        headers: list[tuple[bytes, bytes]],
+        etag: bytes,
+    ) -> Entry:
+        cc = directives(fetched.cache_control)
+        received = fetched.received or self.clock()
+        settings = self.settings
+        swr = cc.get("stale-while-revalidate")
+        sie = cc.get("stale-if-error")
+        return Entry(
+            key=ask.key,
+            source=ask.source.id,
+            status=status,
+            body=body,
+            headers=headers,
+            etag=etag,
+            stored=received,
+            fresh_until=received + (lifetime or 0.0),
+            swr=float(swr) if swr and swr.isdigit() else settings.stale_while_revalidate_s,
+            sie=float(sie) if sie and sie.isdigit() else settings.stale_if_error_s,
+            # RFC 9111 §4.2.4: these forbid serving stale; no lifetime at all: not stored
+            must_revalidate=lifetime is None
+            or any(
+                d in cc for d in ("must-revalidate", "proxy-revalidate", "s-maxage", "no-cache")
+            ),
+            source_etag=fetched.etag if fetched.cache_status is None else None,
+            source_modified=fetched.last_modified if fetched.cache_status is None else None,
+        )
+
+    def lifetime(self, fetched: Fetched) -> float | None:
+        """Seconds fresh, clamped to the configured floor and ceiling; None: do not store."""
+        cc = directives(fetched.cache_control)
+        if "no-store" in cc or "private" in cc:
+            return None
+        lifetime = freshness_lifetime(
+            fetched.cache_control,
+            fetched.expires,
+            fetched.received or self.clock(),
+            fetched.last_modified,
+        )
+        if "no-cache" in cc:
+            return 0.0
+        return min(max(lifetime, self.settings.min_ttl_s), self.settings.max_ttl_s)
+
+    def error(self, ask: Ask, error: HTTPError) -> Entry:
+        """A 4xx kept for `negative_ttl_s`, so a bad URL does not reach the origin again."""
+        body = error_body(error)
+        now = self.clock()
+        return Entry(
+            key=ask.key,
+            source=ask.source.id,
+            status=error.status,
+            body=body,
+            headers=[
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+            ],
+            etag=b"",
+            stored=now,
+            fresh_until=now + self.settings.negative_ttl_s,
+            must_revalidate=True,
+        )
+
+
+def passthrough(fetched: Fetched) -> bool:
+    declared = fetched.content_type.split(";")[0].strip().lower()
+    return declared in PASSTHROUGH_TYPES and fetched.body[:64].lstrip()[:1] != b"<"
+
+
+def describe(rendered: Rendered) -> bytes:
+    """The `format=json` answer."""
+    source = rendered.source
+    document = {
+        "source": {
+            "width": source.width,
+            "height": source.height,
+            "format": source.format,
+            "pages": source.pages,
+            "size": source.size,
+        },
+        "result": {
+            "width": rendered.width,
+            "height": rendered.height,
+            "format": rendered.format,
+            "pages": rendered.pages,
+            "size": len(rendered.body),
+        },
+    }
+    return json.dumps(document, separators=(",", ":")).encode()

@@ -1,0 +1,84 @@
+"""`POST /_purge` with a bearer key: by source (all its variants), by exact URL or by
+prefix; soft (mark stale) or hard (drop)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.types import Receive, Scope, Send
+
+from cdn_common.asgi import send_response
+from cdn_common.auth import bearer_token, find_secret
+from cdn_common.errors import BadRequest, Forbidden, PayloadTooLarge, Unauthorized
+from edge.keys import variant_keys
+from edge.routes import parse_request
+from edge.serve import Server
+from edge.settings import EdgeSettings
+
+MAX_BODY = 65536
+USAGE = 'expected JSON {"source"|"url"|"prefix": "...", "mode": "hard"|"soft"}'
+
+
+class Purge:
+    def __init__(self, settings: EdgeSettings, server: Server) -> None:
+        self.settings = settings
+        self.server = server
+        self.cache = server.cache
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.settings.purge_keys:
+            raise Forbidden("purge is disabled: no EDGE_PURGE_KEYS")
+        headers = dict(scope["headers"])
+        token = bearer_token(headers.get(b"authorization", b"").decode("latin-1"))
+        if find_secret(token, self.settings.purge_keys) is None:
+            raise Unauthorized()
+        document = await _document(receive)
+        mode = document.get("mode", "hard")
+        if mode not in ("hard", "soft"):
+            raise BadRequest('mode must be "hard" or "soft"')
+        targets = [name for name in ("source", "url", "prefix") if name in document]
+        if len(targets) != 1 or not isinstance(document[targets[0]], str):
+            raise BadRequest('expected exactly one of "source", "url" or "prefix" as a string')
+        dropped = self.purge(targets[0], document[targets[0]], soft=mode == "soft")
+        self.server.stats.purges += 1
+        answer = json.dumps({"purged": dropped, "mode": mode}).encode()
+        await send_response(send, 200, answer, b"application/json")
+
+    def purge(self, kind: str, target: str, *, soft: bool) -> int:
+        if kind == "source":
+            return self.server.forget_source(target, soft=soft)
+        if kind == "prefix":
+            if not target:
+                raise BadRequest('an empty prefix would purge everything; say so with "/"')
+            prefix = "" if target == "/" else target
+            dropped = self.cache.purge_prefix(prefix, soft=soft)
+            sources = self.server.upstream.sources
+            for source in sources.sources_under(prefix):
+                dropped += sources.purge(source)
+            return dropped
+        request = parse_request(
+            target.split("?", 1)[0],
+            keys=self.settings.signing_keys,
+            allow_unsigned=True,
+            allowed_hosts=self.settings.allowed_sources,
+        )
+        return self.cache.purge_keys(variant_keys(request.source.id, request.spec), soft=soft)
+
+
+async def _document(receive: Receive) -> dict[str, Any]:
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if len(body) > MAX_BODY:
+            raise PayloadTooLarge("purge request too large")
+        if not message.get("more_body"):
+            break
+    try:
+        document = json.loads(body)
+    except ValueError:
+        document = None
+    if not isinstance(document, dict):
+        raise BadRequest(USAGE)
+    return document

@@ -1,0 +1,2 @@
+"""What the edge checks before it trusts a request: URL signatures (`signing`), the
+network guard for absolute-URL sources (`netguard`)."""
