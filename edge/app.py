@@ -16,13 +16,14 @@ from collections.abc import AsyncIterator
 from starlette.types import Receive, Scope, Send
 
 from cdn_common.asgi import HTTPMetrics, send_response, serve_lifespan
-from cdn_common.errors import BadRequest, MethodNotAllowed
+from cdn_common.errors import MethodNotAllowed
 from edge.keys import fast_key
 from edge.origin_client import Fetcher
 from edge.purge import Purge
 from edge.request import make_ask
 from edge.respond import answer_fields, child_edge_control, send_entry
-from edge.routes import OriginSource, parse_request, redact
+from edge.routes import OriginSource, redact
+from edge.security.gate import Gate
 from edge.serve import Server
 from edge.settings import EdgeSettings
 
@@ -63,7 +64,8 @@ class EdgeApp:
         self.cache = server.cache
         self.fetcher = fetcher
         self.metrics = metrics
-        self.purge = Purge(settings, server)
+        self.gate = Gate(settings)
+        self.purge = Purge(settings, server, self.gate)
         self.clock = server.clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -109,17 +111,8 @@ class EdgeApp:
 
     async def _image(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw_bytes: bytes = scope.get("raw_path") or scope["path"].encode()
-        try:
-            raw = raw_bytes.decode().split("?", 1)[0]
-        except UnicodeDecodeError:
-            raise BadRequest("path is not UTF-8") from None
-        scope["log"]["path"] = redact(raw)
-        request = parse_request(
-            raw,
-            keys=self.settings.signing_keys,
-            allow_unsigned=self.settings.unsigned_allowed,
-            allowed_hosts=self.settings.allowed_sources,
-        )
+        scope["log"]["path"] = redact(raw_bytes.decode("utf-8", "replace").split("?", 1)[0])
+        _, request = self.gate.admit(raw_bytes)
         method = scope["method"]
         if (
             method in UNSAFE_METHODS

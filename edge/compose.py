@@ -21,11 +21,12 @@ from edge.clock import Clock, system_clock
 from edge.fastpath import FastPath
 from edge.origin_client import Fetcher
 from edge.produce import Producer
+from edge.security.limits import Limits
 from edge.serve import Server
 from edge.settings import EdgeSettings
 from edge.stats import EdgeStats
 from edge.transform.pool import TransformPool
-from edge.transform.render import Encoding, Limits
+from edge.transform.render import Encoding
 from edge.transform.runner import Transformer
 from edge.upstream import Upstream
 
@@ -50,14 +51,6 @@ def build_cache(settings: EdgeSettings, clock: Clock = system_clock) -> TieredCa
             marker_ttl=int(settings.max_ttl_s + settings.stale_if_error_s) + 1,
         )
     return TieredCache(memory, disk, shared, wall=clock)
-
-
-def limits_of(settings: EdgeSettings) -> Limits:
-    return Limits(
-        max_src_px=int(settings.max_src_mp * 1_000_000),
-        max_frames=settings.max_frames,
-        max_out=settings.max_out_px,
-    )
 
 
 def encoding_of(settings: EdgeSettings) -> Encoding:
@@ -99,7 +92,7 @@ def build_app(
         pool,
         sources,
         stats,
-        limits_of(settings),
+        Limits.of(settings),
         encoding_of(settings),
         pivots=settings.decoded_cache_mb > 0,
     )

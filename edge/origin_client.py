@@ -33,8 +33,9 @@ from cdn_common.errors import (
     PayloadTooLarge,
 )
 from edge.clock import Clock, system_clock
-from edge.routes import OriginSource, Source, host_allowed
+from edge.routes import OriginSource, Source
 from edge.security.netguard import IP, ForbiddenAddress, guarded_transport, public_address
+from edge.security.sources import host_allowed
 
 MAX_REDIRECTS = 5
 HOP_BY_HOP = frozenset(

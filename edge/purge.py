@@ -12,7 +12,7 @@ from cdn_common.asgi import send_response
 from cdn_common.auth import bearer_token, find_secret
 from cdn_common.errors import BadRequest, Forbidden, PayloadTooLarge, Unauthorized
 from edge.keys import variant_keys
-from edge.routes import parse_request
+from edge.security.gate import Gate
 from edge.serve import Server
 from edge.settings import EdgeSettings
 
@@ -21,8 +21,9 @@ USAGE = 'expected JSON {"source"|"url"|"prefix": "...", "mode": "hard"|"soft"}'
 
 
 class Purge:
-    def __init__(self, settings: EdgeSettings, server: Server) -> None:
+    def __init__(self, settings: EdgeSettings, server: Server, gate: Gate) -> None:
         self.settings = settings
+        self.gate = gate
         self.server = server
         self.cache = server.cache
 
@@ -57,12 +58,7 @@ class Purge:
             for source in sources.sources_under(prefix):
                 dropped += sources.purge(source)
             return dropped
-        request = parse_request(
-            target.split("?", 1)[0],
-            keys=self.settings.signing_keys,
-            allow_unsigned=True,
-            allowed_hosts=self.settings.allowed_sources,
-        )
+        request = self.gate.parse(target.split("?", 1)[0], allow_unsigned=True)
         return self.cache.purge_keys(variant_keys(request.source.id, request.spec), soft=soft)
 
 

@@ -15,6 +15,7 @@ from urllib.parse import quote, unquote, urlsplit
 from cdn_common.errors import BadRequest, Forbidden
 from edge.options import TransformSpec, parse_options
 from edge.security.signing import verify
+from edge.security.sources import host_allowed
 
 CDN_CGI = "/cdn-cgi/image/"
 MAX_SOURCE_BYTES = 2048
@@ -127,18 +128,6 @@ def _remote(text: str, allowed_hosts: tuple[str, ...]) -> RemoteSource:
     if not host_allowed(host, allowed_hosts):
         raise Forbidden(f"source host {host!r} is not allowed")
     return RemoteSource(url, host)
-
-
-def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
-    """Exact names, or `*.example.com` for any subdomain (not the apex)."""
-    for pattern in allowed:
-        pattern = pattern.lower()
-        if pattern.startswith("*."):
-            if host.endswith(pattern[1:]):
-                return True
-        elif host == pattern:
-            return True
-    return False
 
 
 def redact(raw_path: str) -> str:

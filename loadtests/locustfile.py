@@ -1,4 +1,4 @@
-"""Locust suites for the edge: `python -m loadtests run` drives them (see README "Load tests").
+"""Locust suites for the edge: `python -m loadtests run` drives them (see docs/load-testing.md).
 
     locust -f loadtests/locustfile.py --host http://edge:8080 HotUser
 

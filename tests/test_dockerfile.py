@@ -8,8 +8,8 @@ import re
 import tomllib
 from pathlib import Path
 
-from tools import healthcheck
 from tests.servers import ServerThread, free_port
+from tools import healthcheck
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = (ROOT / "Dockerfile").read_text()

@@ -1,13 +1,13 @@
 """The configuration reference, generated from the settings: `python -m tools.configdoc`.
 
-The README's tables are this output (`--write README.md` puts them in place); a test
-fails when they drift apart.
+The tables of `docs/configuration.md` are this output (`--write docs/configuration.md`
+puts them in place); a test fails when they drift apart.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -75,12 +75,18 @@ def write(path: Path) -> None:
     path.write_text(text)
 
 
-def main() -> None:
-    args = sys.argv[1:]
-    if args[:1] == ["--write"] and len(args) == 2:
-        write(Path(args[1]))
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.configdoc",
+        description="Print the settings reference tables, or write them into a Markdown file.",
+    )
+    parser.add_argument("services", nargs="*", choices=[[], *SERVICES], metavar="SERVICE")
+    parser.add_argument("--write", type=Path, metavar="FILE", help="replace the tables in FILE")
+    args = parser.parse_args(argv)
+    if args.write is not None:
+        write(args.write)
         return
-    for service in args or list(SERVICES):
+    for service in args.services or list(SERVICES):
         print(table(service))
 
 

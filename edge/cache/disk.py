@@ -26,16 +26,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import hashlib
 import logging
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cdn_common.files import write_all
 from edge.cache.batch import BatchWriter
-from edge.cache.entry import FRESH, FRESH_OFFSET, HEADER, MAGIC, CorruptEntry, Entry
+from edge.cache.diskfiles import TMP_SUFFIX, file_name, file_path, scan, write_file
+from edge.cache.entry import FRESH, FRESH_OFFSET, CorruptEntry, Entry
 from edge.cache.policy import S3FIFO
 
 log = logging.getLogger("edge.cache.disk")
@@ -51,8 +50,6 @@ FREE_CHECK_S = 1.0
 SYNC_WRITE_MAX = 256 * 1024
 SLOW_WRITE_S = 0.05
 SLOW_OFF_S = 30.0
-WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-TMP_SUFFIX = ".tmp"
 # hot files stay open, as nginx's open_file_cache: a hit is one pread, not open + fstat +
 # read + close; a held descriptor is dropped when this process rewrites or removes the
 # file, and checked again (reopened) after OPEN_VALID_S, so a file removed by hand stops
@@ -61,7 +58,6 @@ OPEN_FILES = 256
 OPEN_VALID_S = 10.0
 PROBE_BYTES = 4096  # what /readyz writes to see that the tier can take a file
 ROUTES = 65536  # request paths remembered for the fast path's L2 hits (about 200 bytes each)
-SHARDS = [f"{i:02x}" for i in range(256)]  # the first two hex digits of a file's name
 
 
 @dataclass(slots=True)
@@ -74,11 +70,11 @@ _Job = tuple[str, str, str, bytes]  # file name, source, key, the file's bytes
 _Done = tuple[str, str, str, int, OSError | None]  # file name, source, key, size, error
 
 
-def file_name(key: str) -> str:
-    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
-
-
 class DiskTier:
+    name = "disk"
+    # the one write seam (tests wrap it to see which thread wrote, or to fail writes)
+    _write_file = staticmethod(write_file)
+
     def __init__(self, root: Path, budget: int, min_free: int = 0) -> None:
         self.root = root
         self._root = str(root)
@@ -112,8 +108,7 @@ class DiskTier:
         return self.root / name[:2] / name
 
     def _file(self, name: str) -> str:
-        """`path` as a string, for the os calls of reads and writes (no pathlib on the way)."""
-        return f"{self._root}/{name[:2]}/{name}"
+        return file_path(self._root, name)
 
     @property
     def enabled(self) -> bool:
@@ -279,28 +274,6 @@ class DiskTier:
                 results.append((name, source, key, len(data), None))
         return results
 
-    @staticmethod
-    def _write_file(path: str, data: bytes) -> None:
-        """`data` as the file `path`, whole or not at all: written under a temporary name
-        in its directory, then renamed. (`os` calls: 70 us for a 20 KB file here, against
-        135 us through pathlib and `open()`.)"""
-        tmp = f"{path}.{os.getpid()}.{id(data):x}{TMP_SUFFIX}"
-        try:
-            fd = os.open(tmp, WRITE_FLAGS, 0o666)
-        except FileNotFoundError:  # before the rebuild made the shards, or removed by hand
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd = os.open(tmp, WRITE_FLAGS, 0o666)
-        try:
-            try:
-                write_all(fd, data)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-
     async def _make_room(self, size: int) -> None:
         now = time.monotonic()
         if not self.min_free or now - self._free_checked < FREE_CHECK_S:
@@ -388,7 +361,8 @@ class DiskTier:
     async def rebuild(self) -> None:
         """Index the files already on disk (in a thread), oldest first."""
         try:
-            found = await asyncio.to_thread(self._scan)
+            found, corrupt = await asyncio.to_thread(scan, self._root)
+            self.corrupt += corrupt
         except OSError as error:
             log.warning("disk cache index rebuild failed", extra={"fields": {"error": str(error)}})
             found = []
@@ -396,55 +370,6 @@ class DiskTier:
             if self.policy.peek(name) is None:
                 self._index(name, source, key, size)
         self.indexed = True
-
-    def _scan(self) -> list[tuple[str, str, str, int, float]]:
-        found: list[tuple[str, str, str, int, float]] = []
-        with contextlib.suppress(OSError):  # a read-only disk: its files are still served
-            self._make_shards()
-        old: list[str] = []  # directories of an older layout, removed once emptied
-        for directory, _, files in os.walk(self.root):
-            if directory != self._root and os.path.dirname(directory) != self._root:
-                old.append(directory)
-            for file in files:
-                path = Path(directory, file)
-                if file.endswith(TMP_SUFFIX):  # a write cut short by a crash
-                    path.unlink(missing_ok=True)
-                    continue
-                try:
-                    stat = path.stat()
-                    with open(path, "rb") as f:
-                        head = f.read(HEADER.size)
-                        fields = HEADER.unpack(head) if len(head) == HEADER.size else None
-                        if fields is None or fields[0] != MAGIC:
-                            raise CorruptEntry("bad header")
-                        meta_len, body_len = fields[6], fields[7]
-                        if stat.st_size != HEADER.size + meta_len + body_len:
-                            raise CorruptEntry("length mismatch")
-                        meta = Entry.meta_from(f.read(meta_len))
-                except (OSError, CorruptEntry):
-                    self.corrupt += 1
-                    path.unlink(missing_ok=True)
-                    continue
-                target = self._file(file)
-                if os.path.join(directory, file) != target:  # an older layout's place
-                    try:
-                        if os.path.exists(target):  # written since the start: newer
-                            path.unlink()
-                            continue
-                        os.replace(path, target)
-                    except OSError:
-                        continue  # not indexed: a lookup reads where the file should be
-                found.append((file, meta[0], meta[1], stat.st_size, stat.st_mtime))
-        for directory in reversed(old):  # deepest first
-            with contextlib.suppress(OSError):  # not empty: something else's files
-                os.rmdir(directory)
-        return found
-
-    def _make_shards(self) -> None:
-        """The shard directories, so that no write has to make one (256 `mkdir`s that
-        find them there on a restart)."""
-        for shard in SHARDS:
-            os.makedirs(f"{self._root}/{shard}", exist_ok=True)
 
     def _index(self, name: str, source: str, key: str, size: int) -> None:
         if self.policy.put(name, _Indexed(source, key), size):

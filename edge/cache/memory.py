@@ -15,13 +15,18 @@ MAX_ALIASES = 4  # request spellings per entry kept on the fast path
 
 
 class MemoryTier:
+    name = "memory"
+
     def __init__(self, budget: int) -> None:
         self.policy: S3FIFO[str, Entry] = S3FIFO(budget, on_evict=self._evicted)
         self.fast: dict[bytes, Entry] = {}
         self.by_source: dict[str, set[str]] = {}
         self.evictions = 0
 
-    def get(self, key: str) -> Entry | None:
+    def get_now(self, key: str) -> Entry | None:
+        return self.policy.get(key)
+
+    async def get(self, key: str) -> Entry | None:
         return self.policy.get(key)
 
     def put(self, entry: Entry) -> bool:
@@ -47,6 +52,12 @@ class MemoryTier:
         if entry is not None:
             self._forget(entry)
         return entry
+
+    def delete(self, key: str) -> None:
+        self.pop(key)
+
+    async def flush(self) -> None:
+        """Nothing is written in the background."""
 
     def keys_of(self, source: str) -> list[str]:
         return list(self.by_source.get(source, ()))

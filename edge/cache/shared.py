@@ -26,6 +26,7 @@ from aiocache import MemcachedCache, RedisCache
 from aiocache.serializers import BaseSerializer
 
 from edge.cache.entry import CorruptEntry, Entry
+from edge.clock import Clock, system_clock
 
 log = logging.getLogger("edge.cache.shared")
 
@@ -83,9 +84,18 @@ def marker_names(source: str) -> list[str]:
 
 
 class SharedTier:
+    name = "shared"
+
     def __init__(
-        self, url: str, *, timeout: float = 0.05, max_object: int = 1 << 20, marker_ttl: int
+        self,
+        url: str,
+        *,
+        timeout: float = 0.05,
+        max_object: int = 1 << 20,
+        marker_ttl: int,
+        wall: Clock = system_clock,
     ) -> None:
+        self.wall = wall
         parts = urlsplit(url)
         kwargs: dict[str, Any] = {
             "serializer": _Raw(),
@@ -155,9 +165,10 @@ class SharedTier:
         self.hits += 1
         return entry
 
-    def put(self, entry: Entry, now: float) -> None:
+    def put(self, entry: Entry) -> None:
         if not self.available:
             return
+        now = self.wall()
         data = entry.to_bytes()
         if len(data) > self.max_object:
             return

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from edge.cache.disk import DiskTier
 from edge.cache.entry import Entry
@@ -15,6 +16,24 @@ from edge.cache.memory import MemoryTier
 from edge.cache.shared import GLOBAL, SharedTier
 
 _NO_ROUTES: dict[bytes, tuple[str, str]] = {}
+
+
+class Tier(Protocol):
+    """What every tier does with entries, whatever holds them (this process's memory,
+    files, Redis or memcached): one contract, one test suite
+    (`tests/edge/cache/test_contract.py`). A tier stores the whole `Entry` and gives it
+    back equal; `put` may finish in the background (`flush` waits for it); a tier that
+    fails answers as a miss, it does not raise."""
+
+    name: str
+
+    async def get(self, key: str) -> Entry | None: ...
+
+    def put(self, entry: Entry) -> object: ...
+
+    def delete(self, key: str) -> None: ...
+
+    async def flush(self) -> None: ...
 
 
 class TieredCache:
@@ -32,7 +51,7 @@ class TieredCache:
 
     async def lookup(self, key: str) -> tuple[Entry, str] | None:
         """The entry and the tier that had it; a lower tier's hit fills those above it."""
-        entry = self.memory.get(key)
+        entry = self.memory.get_now(key)
         if entry is not None:
             return entry, "memory"
         if self.disk is not None:
@@ -96,7 +115,7 @@ class TieredCache:
         if self.disk is not None:
             self.disk.put(entry)
         if shared and self.shared is not None:
-            self.shared.put(entry, self.wall())
+            self.shared.put(entry)
 
     def refresh(self, entry: Entry, fresh_until: float) -> None:
         """A revalidated entry: fresh again in every tier (the body is unchanged)."""
@@ -106,7 +125,7 @@ class TieredCache:
         if self.disk is not None:
             self.disk.set_fresh_until(entry.key, fresh_until)
         if self.shared is not None:
-            self.shared.put(entry, self.wall())
+            self.shared.put(entry)
 
     # -- purge ------------------------------------------------------------------------
 

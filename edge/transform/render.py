@@ -16,6 +16,7 @@ import pyvips
 
 from cdn_common.errors import GatewayTimeout, HTTPError, PayloadTooLarge, UnsupportedMedia
 from edge.options import TransformSpec
+from edge.security.limits import Limits
 from edge.transform.header import Bytes, Header, read_header
 from edge.transform.plan import (
     ANIMATED_FORMATS,
@@ -58,13 +59,6 @@ _SVG_ACTIVE = re.compile(
 class UnprocessableImage(HTTPError):
     status = 422
     message = "image cannot be decoded"
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    max_src_px: int
-    max_frames: int
-    max_out: int
 
 
 @dataclass(frozen=True, slots=True)

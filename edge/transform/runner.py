@@ -16,10 +16,11 @@ from cachetools import LRUCache, TTLCache
 from edge.cache.sources import PIVOT_SIDE, SourceCache
 from edge.options import TransformSpec
 from edge.origin_client import Fetched
+from edge.security.limits import Limits
 from edge.stats import EdgeStats
 from edge.transform.plan import SourceInfo
 from edge.transform.pool import DecoderCrashed, TransformPool
-from edge.transform.render import Encoding, Limits, Rendered, prepare, probe_in_python, render
+from edge.transform.render import Encoding, Rendered, prepare, probe_in_python, render
 
 log = logging.getLogger("edge")
 

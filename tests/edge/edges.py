@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from edge.clock import Clock, system_clock
 from edge.compose import build_app
 from edge.settings import EdgeSettings
 from tests.servers import ServerThread
@@ -17,14 +18,16 @@ from tests.servers import ServerThread
 PURGE = {"Authorization": "Bearer purge-key"}
 
 
-def edge_for(server: ServerThread, loop: str = "asyncio", **overrides: Any) -> ServerThread:
+def edge_for(
+    server: ServerThread, loop: str = "asyncio", clock: Clock = system_clock, **overrides: Any
+) -> ServerThread:
     values: dict[str, Any] = {
         "origin_url": server.url,
         "access_log": False,
         "purge_keys": "purge-key",
     }
     values.update(overrides)
-    return ServerThread(build_app(EdgeSettings(**values)), loop=loop)
+    return ServerThread(build_app(EdgeSettings(**values), clock=clock), loop=loop)
 
 
 def metric(edge: ServerThread, name: str) -> float:

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from edge.clock import ManualClock
 from tests.edge.countingorigin import Blob, CountingOrigin
 from tests.edge.edges import PURGE, edge_for, files_in, metric
 from tests.images import jpeg, png
@@ -250,10 +251,11 @@ def test_a_cache_file_removed_by_hand_stops_being_served(
 def test_a_stale_entry_is_revalidated_and_a_304_keeps_every_variant(origin: Any) -> None:
     app, server = origin
     app.blobs["a.jpg"].cache_control = "max-age=1"
-    with edge_for(server, stale_while_revalidate_s=0) as edge:
+    clock = ManualClock(time.time())
+    with edge_for(server, clock=clock, stale_while_revalidate_s=0) as edge:
         one = httpx.get(f"{edge.url}/_/w=30/a.jpg")
         two = httpx.get(f"{edge.url}/_/w=31/a.jpg")
-        time.sleep(1.2)
+        clock.advance(1.2)
         again = httpx.get(f"{edge.url}/_/w=30/a.jpg")
         assert again.headers["cache-status"] == "edge; fwd=stale; fwd-status=304"
         assert again.content == one.content
@@ -264,7 +266,7 @@ def test_a_stale_entry_is_revalidated_and_a_304_keeps_every_variant(origin: Any)
         assert transforms(edge) == 2
         # the source changes: the next revalidation brings the new bytes
         app.blobs["a.jpg"] = Blob(jpeg(100, 100), cache_control="max-age=1")
-        time.sleep(1.2)
+        clock.advance(1.2)
         changed = httpx.get(f"{edge.url}/_/w=30/a.jpg")
         assert changed.headers["cache-status"] == "edge; fwd=stale; fwd-status=200"
         assert changed.content != one.content
@@ -277,9 +279,10 @@ def test_stale_while_revalidate_answers_at_once_and_refreshes_in_the_background(
 ) -> None:
     app, server = origin
     app.blobs["a.jpg"].cache_control = "max-age=1, stale-while-revalidate=30"
-    with edge_for(server) as edge:
+    clock = ManualClock(time.time())
+    with edge_for(server, clock=clock) as edge:
         httpx.get(f"{edge.url}/_/w=32/a.jpg")
-        time.sleep(1.2)
+        clock.advance(1.2)
         stale = httpx.get(f"{edge.url}/_/w=32/a.jpg")
         assert re.fullmatch(
             r"edge; hit; ttl=-\d+; detail=memory-stale-while-revalidate",
@@ -299,10 +302,11 @@ def test_stale_if_error_serves_stale_unless_must_revalidate(origin: Any) -> None
     app, server = origin
     app.blobs["a.jpg"].cache_control = "max-age=1, stale-if-error=60"
     app.blobs["b.png"].cache_control = "max-age=1, must-revalidate"
-    with edge_for(server, stale_while_revalidate_s=0) as edge:
+    clock = ManualClock(time.time())
+    with edge_for(server, clock=clock, stale_while_revalidate_s=0) as edge:
         good = httpx.get(f"{edge.url}/_/w=33/a.jpg")
         httpx.get(f"{edge.url}/_/w=33/b.png")
-        time.sleep(1.2)
+        clock.advance(1.2)
         app.fail_with = 503
         stale = httpx.get(f"{edge.url}/_/w=33/a.jpg")
         strict = httpx.get(f"{edge.url}/_/w=33/b.png")

@@ -10,9 +10,9 @@ import pyvips
 
 from cdn_common.errors import PayloadTooLarge, UnsupportedMedia
 from edge.options import parse_options
+from edge.security.limits import Limits
 from edge.transform.render import (
     Encoding,
-    Limits,
     Rendered,
     UnprocessableImage,
     prepare,
