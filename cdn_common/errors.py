@@ -100,6 +100,14 @@ class RangeNotSatisfiable(HTTPError):
         super().__init__(headers={"Content-Range": f"bytes */{size}"})
 
 
+class TooManyRequests(HTTPError):
+    status = 429
+    message = "too many new images from this client; retry shortly"
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 1):
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
 class BadGateway(HTTPError):
     status = 502
     message = "upstream unreachable"

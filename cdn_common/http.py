@@ -10,6 +10,12 @@ from functools import lru_cache
 from cdn_common.errors import RangeNotSatisfiable
 
 
+def digits(text: str) -> bool:
+    """Only ASCII 0-9, at least one: `str.isdigit` also takes "²" (which `int` then
+    refuses: a 500 where a 400 was due) and "٣" (which it accepts)."""
+    return text.isascii() and text.isdigit()
+
+
 def http_date(timestamp: float) -> str:
     """IMF-fixdate for a POSIX timestamp, as Last-Modified and Date want it."""
     return _http_date(int(timestamp))
@@ -88,7 +94,7 @@ def parse_range(header: str, size: int) -> ByteRange | None:
     if unit.strip().lower() != "bytes" or "," in spec:
         return None
     first, dash, last = spec.strip().partition("-")
-    if not dash or not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
+    if not dash or not (digits(first) or first == "") or not (digits(last) or last == ""):
         return None
     if first == "":
         if last == "":

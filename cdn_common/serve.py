@@ -57,7 +57,12 @@ def uvicorn_config(app: ASGIApp, **overrides: object) -> uvicorn.Config:
         "log_config": None,
         "timeout_graceful_shutdown": 10,
         "server_header": False,
+        # uvicorn's default trusts X-Forwarded-For from 127.0.0.1 and rewrites the
+        # client address: the services name their client themselves (the edge from
+        # EDGE_TRUSTED_PROXIES), so a header never chooses whose budget is spent
+        "proxy_headers": False,
     }
+    options.update(getattr(app, "uvicorn_options", None) or {})
     options.update(overrides)
     return uvicorn.Config(app, **options)  # type: ignore[arg-type]
 

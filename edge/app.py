@@ -57,14 +57,19 @@ def timing_fields(timing: str) -> dict[str, float]:
 
 class EdgeApp:
     def __init__(
-        self, settings: EdgeSettings, server: Server, fetcher: Fetcher, metrics: HTTPMetrics
+        self,
+        settings: EdgeSettings,
+        server: Server,
+        fetcher: Fetcher,
+        metrics: HTTPMetrics,
+        gate: Gate,
     ) -> None:
         self.settings = settings
         self.server = server
         self.cache = server.cache
         self.fetcher = fetcher
         self.metrics = metrics
-        self.gate = Gate(settings)
+        self.gate = gate
         self.purge = Purge(settings, server, self.gate)
         self.clock = server.clock
 
@@ -114,19 +119,20 @@ class EdgeApp:
         scope["log"]["path"] = redact(raw_bytes.decode("utf-8", "replace").split("?", 1)[0])
         _, request = self.gate.admit(raw_bytes)
         method = scope["method"]
-        if (
-            method in UNSAFE_METHODS
-            and request.spec.is_identity
-            and isinstance(request.source, OriginSource)
-        ):
-            await self._forward(scope, receive, send, request.source)
-            return
         if method not in ("GET", "HEAD"):
-            raise MethodNotAllowed(headers={"Allow": "GET, HEAD"})
+            source = request.source
+            allowed: tuple[str, ...] = ("GET", "HEAD")
+            if request.spec.is_identity and isinstance(source, OriginSource):
+                allowed = self.settings.passthrough_methods  # the operator's choice
+                if method in allowed and method in UNSAFE_METHODS:
+                    await self._forward(scope, receive, send, source)
+                    return
+            raise MethodNotAllowed(headers={"Allow": ", ".join(allowed)})
         headers = dict(scope["headers"])
-        ask = make_ask(raw_bytes, headers, request, self.settings.deadline_s)
+        client = self.gate.client(scope.get("client"), headers.get(b"x-forwarded-for"))
+        ask = make_ask(raw_bytes, headers, request, self.settings.deadline_s, client)
         async with asyncio.timeout(self.settings.deadline_s + 1):
-            entry, status, timing = await self.server.answer(ask)
+            entry, status, timing = await self.server.answer(ask, self.gate.budget)
         scope["log"]["cache"] = status
         scope["log"].update(timing_fields(timing))
         now = self.clock()

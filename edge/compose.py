@@ -21,6 +21,9 @@ from edge.clock import Clock, system_clock
 from edge.fastpath import FastPath
 from edge.origin_client import Fetcher
 from edge.produce import Producer
+from edge.protocol import edge_protocol
+from edge.security.connections import ConnectionLimits, allowed_connections
+from edge.security.gate import Gate
 from edge.security.limits import Limits
 from edge.serve import Server
 from edge.settings import EdgeSettings
@@ -74,6 +77,7 @@ def build_app(
         connect_timeout=settings.origin_connect_timeout_s,
         read_timeout=settings.origin_read_timeout_s,
         clock=clock,
+        read_key=settings.origin_read_key,
     )
     pool = TransformPool(
         settings.workers,
@@ -81,12 +85,14 @@ def build_app(
         int(settings.transform_memory_mb * MIB),
         source_budget=int(settings.inflight_sources_mb * MIB),
         processes=settings.transform_processes,
+        max_wait_s=settings.max_queue_wait_s,
     )
     cache = build_cache(settings, clock)
     sources = SourceCache(
         int(settings.source_cache_mb * MIB), int(settings.decoded_cache_mb * MIB), wall=clock
     )
-    stats = EdgeStats(pool, sources, cache)
+    gate = Gate(settings, clock)
+    stats = EdgeStats(pool, sources, cache, gate.budget)
     metrics.registry.register(stats)
     transformer = Transformer(
         pool,
@@ -105,7 +111,7 @@ def build_app(
     )
     producer = Producer(settings, transformer, stats, clock)
     server = Server(settings, cache, upstream, producer, transformer, pool, stats, clock)
-    app = EdgeApp(settings, server, fetcher, metrics)
+    app = EdgeApp(settings, server, fetcher, metrics, gate)
     middleware = AccessMiddleware(
         app,
         metrics=metrics,
@@ -113,8 +119,13 @@ def build_app(
         access_log=AccessLog() if settings.access_log else None,
     )
     fast = FastPath(middleware, cache, stats, clock)
-    if settings.protocol_hits:
-        from edge.protocol import hit_protocol
-
-        fast.http_protocol = hit_protocol(fast)
+    limits = ConnectionLimits(
+        header_timeout_s=settings.header_timeout_s,
+        max_header_bytes=settings.max_header_kb * 1024,
+        max_connections=allowed_connections(settings.max_connections),
+    )
+    fast.http_protocol = edge_protocol(
+        fast if settings.protocol_hits else None, limits, stats.connections
+    )
+    fast.uvicorn_options = {"timeout_keep_alive": settings.keepalive_timeout_s}
     return fast

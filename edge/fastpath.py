@@ -46,8 +46,9 @@ class FastPath:
         self.access_log = app.access_log
         self.wall = wall
         self._lines: dict[tuple[bytes, str, int, bytes], bytes] = {}
-        # uvicorn's protocol class for this app (`cdn_common.serve` uses it when set)
+        # uvicorn's protocol class and options for this app (`cdn_common.serve` uses them)
         self.http_protocol: type[object] | None = None
+        self.uvicorn_options: dict[str, object] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = scope.get("raw_path")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cdn_common.http import parse_http_date
+from cdn_common.http import digits, parse_http_date
 
 HEURISTIC_FRACTION = 0.1  # of the Last-Modified age (RFC 9111 §4.2.2, as Traffic Server and nginx)
 HEURISTIC_MAX = 86400.0
@@ -27,7 +27,7 @@ def freshness_lifetime(
     for name in ("s-maxage", "max-age"):
         value = cc.get(name)
         if value is not None:
-            return float(value) if value.isdigit() else 0.0
+            return float(value) if digits(value) else 0.0
     if expires is not None:
         when = parse_http_date(expires)
         return max(0.0, when - date) if when is not None else 0.0

@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from cdn_common.errors import BadRequest
+from cdn_common.http import digits
 from edge.colors import RGBA, format_color, parse_color
 
 MAX_DIMENSION = 16384  # the URL grammar's bound; EDGE_MAX_OUT_PX is checked when planning
@@ -72,7 +73,7 @@ DEFAULTS: dict[str, Any] = {f.name: getattr(IDENTITY, f.name) for f in fields(Tr
 
 def _integer(low: int, high: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        if not text.isdigit() or len(text) > 6:
+        if not digits(text) or len(text) > 6:
             raise ValueError(f"an integer {low}-{high}")
         value = int(text)
         if not low <= value <= high:

@@ -32,6 +32,7 @@ from cdn_common.errors import (
     NotFound,
     PayloadTooLarge,
 )
+from cdn_common.http import digits
 from edge.clock import Clock, system_clock
 from edge.routes import OriginSource, Source
 from edge.security.netguard import IP, ForbiddenAddress, guarded_transport, public_address
@@ -114,9 +115,12 @@ class Fetcher:
         read_timeout: float = 10.0,
         remote_address_check: Callable[[IP], bool] = public_address,
         clock: Clock = system_clock,
+        read_key: str | None = None,
     ) -> None:
         self.origin_url = origin_url
         self.clock = clock
+        # for an origin whose reads are not public (ORIGIN_PUBLIC_READ=false)
+        self._authorization = f"Bearer {read_key}" if read_key else None
         self.allowed_hosts = allowed_hosts
         # connect: waiting for a pooled connection or making one; sock_read: between reads
         self._origin_timeout = aiohttp.ClientTimeout(
@@ -182,6 +186,8 @@ class Fetcher:
             what, target = "parent edge", via
         elif isinstance(source, OriginSource):
             what, target = "origin", source.url(self.origin_url)
+            if self._authorization is not None:
+                request_headers["authorization"] = self._authorization
         else:
             async with (
                 _upstream_errors("source"),
@@ -272,7 +278,7 @@ class _Reader:
             return _fetched(headers, b"", self.started, self.clock(), not_modified=True)
         _check_status(status, what)
         declared = headers.get("content-length")
-        expected = int(declared) if declared is not None and declared.isdigit() else 0
+        expected = int(declared) if declared is not None and digits(declared) else 0
         if expected > self.max_bytes:
             raise PayloadTooLarge("source is over the size limit")
         reserve = self.reserve

@@ -9,6 +9,7 @@ import json
 import time
 
 from cdn_common.errors import HTTPError, PayloadTooLarge, error_body
+from cdn_common.http import digits
 from edge.cache.entry import Entry
 from edge.clock import Clock
 from edge.freshness import directives, freshness_lifetime
@@ -122,8 +123,8 @@ class Producer:
             etag=etag,
             stored=received,
             fresh_until=received + (lifetime or 0.0),
-            swr=float(swr) if swr and swr.isdigit() else settings.stale_while_revalidate_s,
-            sie=float(sie) if sie and sie.isdigit() else settings.stale_if_error_s,
+            swr=float(swr) if swr and digits(swr) else settings.stale_while_revalidate_s,
+            sie=float(sie) if sie and digits(sie) else settings.stale_if_error_s,
             # RFC 9111 §4.2.4: these forbid serving stale; no lifetime at all: not stored
             must_revalidate=lifetime is None
             or any(
@@ -161,6 +162,7 @@ class Producer:
                 (b"content-type", b"text/plain; charset=utf-8"),
                 (b"content-length", str(len(body)).encode()),
                 (b"cache-control", b"no-store"),
+                (b"x-content-type-options", b"nosniff"),
             ],
             etag=b"",
             stored=now,

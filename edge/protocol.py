@@ -11,6 +11,7 @@ leaves in one `writev`, and the request is counted and logged as any hit. Everyt
 else (a query string, conditionals, a pipelined request behind a response still being
 written, a client not reading its responses, HTTP/1.0 or `Connection: close`, upgrades,
 `Expect: 100-continue`, a `root_path`) takes uvicorn's own path through the full app.
+Both paths sit on `edge/security/connections.py`'s limits on connections and heads.
 
 It leans on uvicorn's protocol internals (`on_headers_complete`, `cycle`, `url`,
 `headers`, `flow`, `server_state`), which is why pyproject pins uvicorn below its next
@@ -22,11 +23,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any, Protocol, cast
+from typing import Any, ClassVar, Protocol, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from edge.respond import Ready, wire_fields
+from edge.security.connections import (
+    ConnectionLimits,
+    ConnectionStats,
+    GuardedProtocol,
+    guarded_protocol,
+)
 
 
 class Hits(Protocol):
@@ -79,52 +86,63 @@ INTERNALS = (
 )
 
 
-def hit_protocol(hits: Hits) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol answering `hits`' ready answers itself."""
-    defaults: list[Any] = [None, b""]  # uvicorn's default headers (Date...) and their lines
+class HitProtocol(GuardedProtocol):
+    """The guarded protocol answering `hits`' ready answers itself."""
 
-    class HitProtocol(HttpToolsProtocol):
-        def on_headers_complete(self) -> None:
-            url = self.url
-            cycle = self.cycle
-            parser = self.parser
-            method = METHODS.get(parser.get_method())
-            if (
-                method is None
-                or (cycle is not None and not cycle.response_complete)
-                or self.flow.write_paused
-                or self.expect_100_continue
-                or url[:1] != b"/"
-                or b"?" in url
-                or b"#" in url
-                or self.root_path
-                or parser.get_http_version() != "1.1"
-                or not parser.should_keep_alive()
-                or parser.should_upgrade()
-            ):
-                super().on_headers_complete()
-                return
-            started = time.perf_counter()
-            ready = hits.ready(url, self.headers, method)
-            if ready is None:
-                super().on_headers_complete()
-                return
-            entry = ready.entry
-            server_headers = self.server_state.default_headers
-            if server_headers is not defaults[0]:  # uvicorn renews the list every second
-                defaults[1] = b"".join(b"%s: %s\r\n" % header for header in server_headers)
-                defaults[0] = server_headers
-            lines = defaults[1] + wire_fields(ready.fields) + b"\r\n"
-            if method == "GET":
-                body = entry.body
-                self.transport.writelines((entry.head(), lines, body))
-                sent = len(body)
-            else:
-                self.transport.writelines((entry.head(), lines))
-                sent = 0
-            self.cycle = ANSWERED
-            hits.answered_in_protocol()
-            self.on_response_complete()  # counts it, arms keep-alive or starts a pipelined one
-            hits.account(url, method, ready.cache_status, sent, started)
+    hits: ClassVar[Hits]
+    defaults: ClassVar[list[Any]] = [None, b""]  # uvicorn's default headers and their lines
 
-    return HitProtocol
+    def on_headers_complete(self) -> None:
+        self.head_complete()
+        url = self.url
+        cycle = cast("RequestResponseCycle | None", self.cycle)
+        parser = self.parser
+        method = METHODS.get(parser.get_method())
+        if (
+            method is None
+            or (cycle is not None and not cycle.response_complete)
+            or self.flow.write_paused
+            or self.expect_100_continue
+            or url[:1] != b"/"
+            or b"?" in url
+            or b"#" in url
+            or self.root_path
+            or parser.get_http_version() != "1.1"
+            or not parser.should_keep_alive()
+            or parser.should_upgrade()
+        ):
+            super().on_headers_complete()
+            return
+        started = time.perf_counter()
+        ready = self.hits.ready(url, self.headers, method)
+        if ready is None:
+            super().on_headers_complete()
+            return
+        entry = ready.entry
+        server_headers = self.server_state.default_headers
+        if server_headers is not self.defaults[0]:  # uvicorn renews the list every second
+            self.defaults[1] = b"".join(b"%s: %s\r\n" % header for header in server_headers)
+            self.defaults[0] = server_headers
+        lines = self.defaults[1] + wire_fields(ready.fields) + b"\r\n"
+        if method == "GET":
+            body = entry.body
+            self.transport.writelines((entry.head(), lines, body))
+            sent = len(body)
+        else:
+            self.transport.writelines((entry.head(), lines))
+            sent = 0
+        self.cycle = ANSWERED
+        self.hits.answered_in_protocol()
+        self.on_response_complete()  # counts it, arms keep-alive or starts a pipelined one
+        self.hits.account(url, method, ready.cache_status, sent, started)
+
+
+def edge_protocol(
+    hits: Hits | None, limits: ConnectionLimits, stats: ConnectionStats
+) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with the connection limits, answering `hits`' ready
+    answers itself (None: every request goes to the ASGI app)."""
+    if hits is None:
+        return guarded_protocol(limits, stats)
+    fields = {"limits": limits, "stats": stats, "hits": hits, "defaults": [None, b""]}
+    return type("HitProtocol", (HitProtocol,), fields)

@@ -27,10 +27,15 @@ class Ask:
     auto: bool
     deadline: float
     from_edge: bool
+    client: str = ""
 
 
 def make_ask(
-    raw: bytes, headers: dict[bytes, bytes], request: ImageRequest, deadline_s: float
+    raw: bytes,
+    headers: dict[bytes, bytes],
+    request: ImageRequest,
+    deadline_s: float,
+    client: str = "",
 ) -> Ask:
     spec = request.spec
     auto = spec.format == "auto"
@@ -44,4 +49,5 @@ def make_ask(
         auto=auto,
         deadline=time.monotonic() + deadline_s,
         from_edge=LOOP_TOKEN in headers.get(b"cdn-loop", b"").decode("latin-1"),
+        client=client,
     )

@@ -12,13 +12,14 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
-from cdn_common.errors import BadRequest, Forbidden
+from cdn_common.errors import BadRequest, Forbidden, NotFound
 from edge.options import TransformSpec, parse_options
 from edge.security.signing import verify
 from edge.security.sources import host_allowed
 
 CDN_CGI = "/cdn-cgi/image/"
 MAX_SOURCE_BYTES = 2048
+ORIGIN_ENDPOINTS = frozenset({"healthz", "readyz", "metrics"})  # as origin/keys.py reserves
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\\]")
 
 
@@ -111,6 +112,9 @@ def parse_source(raw: str, allowed_hosts: tuple[str, ...]) -> Source:
     segments = text.split("/")
     if any(s in ("", ".", "..") for s in segments):
         raise BadSource("invalid source: empty, '.' or '..' segment")
+    if segments[0].startswith("_") or text in ORIGIN_ENDPOINTS:
+        # the origin's own routes (`/_meta/...`, health, metrics) are never blobs
+        raise NotFound("source not found")
     return OriginSource(text)
 
 

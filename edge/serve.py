@@ -23,6 +23,7 @@ from edge.clock import Clock
 from edge.origin_client import Fetched
 from edge.produce import Producer
 from edge.request import Ask
+from edge.security.budget import MissBudget
 from edge.settings import EdgeSettings
 from edge.stats import EdgeStats
 from edge.transform.pool import TransformPool
@@ -60,11 +61,15 @@ class Server:
         # source -> (ETag, fresh until): a 304 for a source freshens all its variants
         self.validated: LRUCache[str, tuple[str | None, float]] = LRUCache(VALIDATED_ENTRIES)
 
-    async def answer(self, ask: Ask) -> Answer:
-        """The entry to answer with, its Cache-Status and its Server-Timing."""
+    async def answer(self, ask: Ask, budget: MissBudget | None = None) -> Answer:
+        """The entry to answer with, its Cache-Status and its Server-Timing. A miss that
+        would start new work spends from the client's `budget` (429 when it is empty);
+        one that joins work already running does not."""
         started = time.perf_counter()
         found = await self.cache.lookup(ask.key)
         if found is None:
+            if budget is not None and ask.key not in self.fills:
+                budget.spend(ask.client)
             self.stats.count("miss")
             (entry, timing), collapsed = await self.fills.run(ask.key, lambda: self._produce(ask))
             status = "edge; fwd=uri-miss" + ("; collapsed" if collapsed else "; stored")

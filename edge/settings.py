@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import os
+import ipaddress
 from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from cdn_common.cpus import usable_cpus
 from cdn_common.settings import ServiceSettings, split_list
 
 StrList = Annotated[tuple[str, ...], NoDecode]
-CPUS = os.cpu_count() or 1
+CPUS = usable_cpus()  # affinity and cgroup v2 cpu.max, not the host's count
 
 
 class EdgeSettings(ServiceSettings):
@@ -33,7 +34,7 @@ class EdgeSettings(ServiceSettings):
         ge=1,
         le=256,
         description="Concurrent transforms (large decodes: at most one per core).",
-        json_schema_extra={"doc_default": "CPU count + 1"},
+        json_schema_extra={"doc_default": "usable CPUs + 1"},
     )
     transform_processes: bool = Field(
         True,
@@ -42,8 +43,56 @@ class EdgeSettings(ServiceSettings):
     queue: int = Field(
         64 * CPUS,
         ge=0,
-        description="Transforms waiting for a worker before 503.",
-        json_schema_extra={"doc_default": "64 x CPU count"},
+        description="Most transforms waiting for a worker (a hard cap; see max_queue_wait_s).",
+        json_schema_extra={"doc_default": "64 x usable CPUs"},
+    )
+    max_queue_wait_s: float = Field(
+        2,
+        gt=0,
+        description="A miss waits for a worker only when the expected wait (from recent "
+        "jobs' service time) is under this; else 503 with Retry-After at once.",
+    )
+    client_miss_rate: float = Field(
+        20,
+        ge=0,
+        description="Per-client token bucket on misses (transforms and fetches), per second; "
+        "0 turns it off. Over it: 429 with Retry-After. Hits are never limited.",
+    )
+    client_miss_burst: int = Field(
+        200, ge=1, description="Per-client token bucket size: misses a client may make at once."
+    )
+    trusted_proxies: StrList = Field(
+        (),
+        description="CIDRs of proxies whose X-Forwarded-For names the client (else the peer).",
+    )
+    allowed_widths: StrList = Field(
+        (),
+        description="When set, the only widths and heights (after dpr) URLs may ask for; "
+        "others get 400, so variants cannot be busted.",
+    )
+    passthrough_methods: StrList = Field(
+        ("GET", "HEAD"),
+        description="Methods the identity route `/_/_/{key}` accepts; unsafe ones (PUT, "
+        "POST, DELETE, PATCH) are forwarded to the origin, never cached.",
+    )
+    header_timeout_s: float = Field(
+        10, gt=0, description="Time a connection has to send a whole request head (then 408)."
+    )
+    keepalive_timeout_s: float = Field(
+        5, gt=0, description="Idle time before a keep-alive connection is closed."
+    )
+    max_connections: int = Field(
+        10_000,
+        ge=1,
+        description="Open connections per process; more are closed at once (capped by the "
+        "descriptor limit, less 512).",
+    )
+    max_header_kb: int = Field(
+        16, ge=1, le=1024, description="Largest request head (431 and close beyond it)."
+    )
+    origin_read_key: str | None = Field(
+        None,
+        description="Bearer secret sent with origin reads (for ORIGIN_PUBLIC_READ=false).",
     )
     max_src_mp: float = Field(50, gt=0, description="Largest source, in megapixels (per frame).")
     max_src_mb: float = Field(50, gt=0, description="Largest source, in MiB.")
@@ -111,10 +160,48 @@ class EdgeSettings(ServiceSettings):
     avif_effort: int = Field(3, ge=0, le=9, description="AVIF encoder effort (0 fastest).")
     png_effort: int = Field(3, ge=1, le=10, description="PNG zlib level (1 fastest).")
 
-    @field_validator("signing_keys", "allowed_sources", "purge_keys", "parent_url", mode="before")
+    @field_validator(
+        "signing_keys",
+        "allowed_sources",
+        "purge_keys",
+        "parent_url",
+        "trusted_proxies",
+        "allowed_widths",
+        "passthrough_methods",
+        mode="before",
+    )
     @classmethod
     def _split(cls, value: object) -> object:
         return split_list(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not an address or CIDR") from None
+        return value
+
+    @field_validator("allowed_widths")
+    @classmethod
+    def _check_widths(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for width in value:
+            if not (width.isascii() and width.isdigit() and 0 < int(width) <= 16384):
+                raise ValueError(f"{width!r} is not a width in pixels")
+        return value
+
+    @field_validator("passthrough_methods")
+    @classmethod
+    def _check_methods(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        methods = tuple(m.upper() for m in value)
+        unknown = set(methods) - {"GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "*"}
+        if unknown:
+            raise ValueError(f"unsupported method(s): {', '.join(sorted(unknown))}")
+        if "*" in methods:
+            return ("GET", "HEAD", "PUT", "POST", "DELETE", "PATCH")
+        return methods
 
     @field_validator("origin_url")
     @classmethod

@@ -10,6 +10,8 @@ from prometheus_client.registry import Collector
 from cdn_common.metrics import LatencyHistogram
 from edge.cache.sources import SourceCache
 from edge.cache.tiers import TieredCache
+from edge.security.budget import MissBudget
+from edge.security.connections import ConnectionStats
 from edge.transform.pool import TransformPool
 
 # How image requests were answered: a tier's hit, or why the edge went further.
@@ -27,7 +29,11 @@ RESULTS = (
 
 
 class EdgeStats(Collector):
-    def __init__(self, pool: TransformPool, sources: SourceCache, cache: TieredCache) -> None:
+    def __init__(
+        self, pool: TransformPool, sources: SourceCache, cache: TieredCache, budget: MissBudget
+    ) -> None:
+        self.budget = budget
+        self.connections = ConnectionStats()
         self.pool = pool
         self.sources = sources
         self.cache = cache
@@ -131,6 +137,39 @@ class EdgeStats(Collector):
         )
         yield GaugeMetricFamily(
             "edge_transforms_in_flight", "Transforms running.", value=self.pool.running
+        )
+        yield CounterMetricFamily(
+            "edge_transforms_shed",
+            "Misses refused with 503 because their expected wait was over max_queue_wait_s.",
+            value=self.pool.shed,
+        )
+        wait = GaugeMetricFamily(
+            "edge_transform_expected_wait_seconds",
+            "Expected wait for a slot of a job joining each lane now.",
+            labels=["lane"],
+        )
+        for lane in ("small", "large"):
+            wait.add_metric([lane], self.pool.expected_wait(lane))
+        yield wait
+        closed = CounterMetricFamily(
+            "edge_connections_closed",
+            "Connections closed by a limit: over the cap, head too slow (408), head too "
+            "large (431).",
+            labels=["reason"],
+        )
+        closed.add_metric(["max_connections"], self.connections.refused)
+        closed.add_metric(["header_timeout"], self.connections.head_timeouts)
+        closed.add_metric(["header_too_large"], self.connections.heads_too_large)
+        yield closed
+        yield CounterMetricFamily(
+            "edge_client_budget_refused",
+            "Misses refused with 429: the client's miss budget was empty.",
+            value=self.budget.refused,
+        )
+        yield GaugeMetricFamily(
+            "edge_client_budget_clients",
+            "Clients with a miss budget held.",
+            value=self.budget.clients,
         )
         yield GaugeMetricFamily(
             "edge_transform_memory_reserved_bytes",

@@ -234,7 +234,7 @@ class OriginApp:
         api_key = self._authorize(headers, "write", key)
         when = _precondition(headers)
         declared = headers.get(b"content-length")
-        if declared is not None and not declared.isdigit():
+        if declared is not None and not declared.isdigit():  # bytes: ASCII digits only
             raise BadRequest("invalid Content-Length")
         blob = await receive_upload(
             _body_chunks(receive),

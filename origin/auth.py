@@ -50,6 +50,14 @@ def authorize(
         raise Unauthorized()
     if scope not in key.scopes:
         raise Forbidden(f"API key {key.id!r} lacks the {scope} scope")
-    if not blob_key.startswith(key.prefix):
+    if not under(blob_key, key.prefix):
         raise Forbidden(f"API key {key.id!r} may only use keys under {key.prefix!r}")
     return key
+
+
+def under(blob_key: str, prefix: str) -> bool:
+    """Whether `blob_key` is in the folder `prefix`, by whole path segments: the prefix
+    `uploads/alice` (or `uploads/alice/`) holds `uploads/alice/x.jpg`, never
+    `uploads/alice2/x.jpg`."""
+    folder = prefix.strip("/")
+    return not folder or blob_key.startswith(folder + "/")

@@ -22,6 +22,9 @@ class Coalescer(Generic[T]):
     def __len__(self) -> int:
         return len(self._running)
 
+    def __contains__(self, key: str) -> bool:
+        return key in self._running
+
     async def run(self, key: str, make: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
         """`make()`'s result for `key`, and whether it was another request's work."""
         task = self._running.get(key)

@@ -11,8 +11,12 @@ took 372 ms of CPU each against 283 ms two at a time.) Small jobs run in one pro
 core, each sent its next job while it runs one (up to `workers` in flight in all), so no
 core waits for the event loop between jobs: on 2560 px JPEG -> JPEG with held sources
 this made 96.5 req/s against 91.1 for one process per slot (9 alternated runs each).
-At most `queue` requests wait at any of these steps; beyond that a request is refused
-at once with 503 + Retry-After. Waiting is bounded by the request's deadline (504).
+A request waits only when its expected wait is under `max_wait_s`: the jobs ahead of it
+in its lane times the lane's recent service time (an exponentially weighted mean of
+finished jobs), over its slots. Otherwise it is refused at once with 503 and a
+`Retry-After` of that expected wait, so a burst is shed in microseconds instead of
+queueing ten seconds of work that clients (or a retrying proxy) will have given up on.
+`queue` stays as a hard cap on waiters. Waiting is bounded by the request's deadline.
 
 Jobs run in worker processes (`processes=True`, the default): libvips releases the GIL,
 but pyvips' Python side between calls does not, and threads sharing it with the event
@@ -26,18 +30,20 @@ SIGKILL did (the OOM killer, an operator), 500 otherwise; the next job starts a 
 from __future__ import annotations
 
 import asyncio
-import os
+import math
 import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from cdn_common.cpus import usable_cpus
 from cdn_common.errors import GatewayTimeout, HTTPError, Unavailable
 from edge.transform.procpool import ProcessPool, WorkerDied
 
 T = TypeVar("T")
 SMALL_JOB = 64 * 1024 * 1024  # decode estimate below which a job takes the small lane
+SERVICE_WEIGHT = 0.2  # of the newest job in a lane's mean service time
 
 
 class QueueFull(Unavailable):
@@ -62,9 +68,15 @@ class TransformPool:
         *,
         source_budget: int = 256 * 1024 * 1024,
         processes: bool = False,
+        max_wait_s: float = float("inf"),
     ) -> None:
         self.queue = queue
-        large = min(workers, os.cpu_count() or 1)
+        self.max_wait_s = max_wait_s
+        large = min(workers, usable_cpus())
+        self._slots = {"small": workers, "large": large}
+        self.service_s = {"small": 0.0, "large": 0.0}  # mean seconds a job holds a slot
+        self._waiting = {"small": 0, "large": 0}
+        self.shed = 0  # refused because the expected wait was too long
         self._lanes = {"small": asyncio.Semaphore(workers), "large": asyncio.Semaphore(large)}
         self._threads = ThreadPoolExecutor(workers + large, thread_name_prefix="transform")
         # each lane has its own processes: a process keeps the heap of the largest image it
@@ -87,10 +99,24 @@ class TransformPool:
         self.waiting = 0
         self.running = 0
 
-    def _enter_queue(self) -> None:
+    def expected_wait(self, kind: str) -> float:
+        """Seconds a job joining `kind`'s queue now can expect to wait for a slot."""
+        ahead = self._waiting[kind] + 1
+        return ahead * self.service_s[kind] / self._slots[kind]
+
+    def _enter_queue(self, kind: str = "small") -> None:
         if self.waiting >= self.queue:
             raise QueueFull(retry_after=1)
+        wait = self.expected_wait(kind)
+        if wait > self.max_wait_s:
+            self.shed += 1
+            raise QueueFull(retry_after=max(1, math.ceil(wait)))
         self.waiting += 1
+        self._waiting[kind] += 1
+
+    def _leave_queue(self, kind: str = "small") -> None:
+        self.waiting -= 1
+        self._waiting[kind] -= 1
 
     async def hold(self, size: int, deadline: float) -> int:
         """Reserve room for `size` bytes of source; returns what was reserved."""
@@ -102,7 +128,7 @@ class TransformPool:
         try:
             await _before(deadline, self.sources.take(size))
         finally:
-            self.waiting -= 1
+            self._leave_queue()
         return size
 
     async def release_source(self, size: int) -> None:
@@ -120,8 +146,8 @@ class TransformPool:
         if self._memory.free >= cost and not lane.locked():
             self._memory.free -= cost  # room now: no queueing (no await until acquired)
             await lane.acquire()
-            return await self._execute(processes, fn, args, lane, cost)
-        self._enter_queue()
+            return await self._execute(processes, fn, args, kind, cost)
+        self._enter_queue(kind)
         try:
             # memory first: a big job waiting for room must not sit on a slot
             await _before(deadline, self._memory.take(cost))
@@ -131,18 +157,19 @@ class TransformPool:
                 await self._memory.give(cost)
                 raise
         finally:
-            self.waiting -= 1
-        return await self._execute(processes, fn, args, lane, cost)
+            self._leave_queue(kind)
+        return await self._execute(processes, fn, args, kind, cost)
 
     async def _execute(
         self,
         processes: ProcessPool | None,
         fn: Callable[..., T],
         args: tuple[object, ...],
-        lane: asyncio.Semaphore,
+        kind: str,
         cost: int,
     ) -> T:
         self.running += 1
+        started = time.monotonic()
         try:
             if processes is None:
                 return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
@@ -152,7 +179,10 @@ class TransformPool:
                 raise _died_error(died) from None
         finally:
             self.running -= 1
-            lane.release()
+            held = time.monotonic() - started
+            mean = self.service_s[kind]
+            self.service_s[kind] = held if not mean else mean + SERVICE_WEIGHT * (held - mean)
+            self._lanes[kind].release()
             await self._memory.give(cost)
 
     @property
@@ -217,5 +247,5 @@ def configure_libvips(workers: int) -> None:
     """One libvips thread per transform when the pool already fills the cores."""
     import pyvips
 
-    if workers >= (os.cpu_count() or 1):
+    if workers >= usable_cpus():
         pyvips.concurrency_set(1)

@@ -23,7 +23,7 @@ from obstore.exceptions import AlreadyExistsError, BaseError, PreconditionError
 from obstore.store import S3Store as _ObstoreS3
 
 from cdn_common.errors import PreconditionFailed
-from cdn_common.http import ByteRange
+from cdn_common.http import ByteRange, digits
 from origin.stores.base import (
     CHUNK_SIZE,
     INLINE_LIMIT,
@@ -157,7 +157,7 @@ async def _stream(chunks: AsyncIterator[Any]) -> AsyncGenerator[bytes, None]:
 
 
 def _int(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() else None
+    return int(value) if value and digits(value) else None
 
 
 def _meta(key: str, meta: ObjectMeta, attributes: Attributes) -> BlobMeta:

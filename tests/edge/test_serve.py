@@ -372,7 +372,10 @@ def test_writes_through_the_no_options_route_reach_the_origin_and_invalidate(
     auth = {"Authorization": "Bearer w-secret"}
     with ServerThread(build_origin(settings, open_store(settings.storage))) as server:
         httpx.put(f"{server.url}/w.jpg", content=jpeg(40, 20), headers=auth)
-        with edge_for(server) as edge:
+        with edge_for(server) as edge:  # the default: reads only
+            refused = httpx.put(f"{edge.url}/_/_/w.jpg", content=jpeg(10, 10), headers=auth)
+            assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"
+        with edge_for(server, passthrough_methods="GET,HEAD,PUT,DELETE") as edge:
             before = httpx.get(f"{edge.url}/_/_/w.jpg")
             assert before.headers["cache-control"] == settings.cache_control  # origin's own
             assert httpx.get(f"{edge.url}/_/_/w.jpg").headers["cache-status"].endswith("memory")

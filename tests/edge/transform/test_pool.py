@@ -235,3 +235,24 @@ async def test_a_job_queued_behind_a_crash_runs_in_a_new_worker() -> None:
         pool.close()
     assert died.value.signal == signal.SIGSEGV
     assert value == 7 and pid != worker.process.pid
+
+
+async def test_a_miss_is_admitted_only_when_its_expected_wait_is_short() -> None:
+    """Admission by time: once jobs are known to take 0.2 s, a job that would queue
+    behind two of them on one slot (0.4 s) is refused at once with a Retry-After."""
+    pool = TransformPool(workers=1, queue=100, memory_budget=10 * BIG, max_wait_s=0.3)
+    tracker = Tracker()
+    assert await pool.run(tracker.job, 0.2, cost=1, deadline=later(5)) == "done"
+    assert pool.service_s["small"] == pytest.approx(0.2, abs=0.1)
+    running = asyncio.ensure_future(pool.run(tracker.job, 0.2, cost=1, deadline=later(5)))
+    await asyncio.sleep(0.01)
+    queued = asyncio.ensure_future(pool.run(tracker.job, 0.2, cost=1, deadline=later(5)))
+    await asyncio.sleep(0.01)  # one waiting: expected 0.2 s for it, 0.4 s for the next
+    started = time.monotonic()
+    with pytest.raises(QueueFull) as refused:
+        await pool.run(tracker.job, 0.2, cost=1, deadline=later(5))
+    assert time.monotonic() - started < 0.05
+    assert refused.value.status == 503 and refused.value.headers["Retry-After"] == "1"
+    assert pool.shed == 1
+    assert await asyncio.gather(running, queued) == ["done", "done"]
+    pool.close()

@@ -1,0 +1,163 @@
+"""Connection discipline in the HTTP protocol, where bytes arrive, as nginx applies it.
+
+uvicorn's httptools protocol has no time limit on a request head, no size limit on it
+(a 128 MiB header was buffered, with quadratic copying, before any answer) and no
+limit on connections. `GuardedProtocol` adds, per process:
+
+- a head timeout (`EDGE_HEADER_TIMEOUT_S`): a connection has that long from its start,
+  or from the first byte of its next request, to send a whole request head; then it
+  gets 408 and is closed (nginx's `client_header_timeout`). An idle connection that
+  never sends a byte is closed the same way, and one between requests by uvicorn's
+  keep-alive timeout (`EDGE_KEEPALIVE_TIMEOUT_S`).
+- a head size limit (`EDGE_MAX_HEADER_KB`), counted as bytes arrive: past it the
+  connection gets 431 and is closed, without reading or buffering the rest.
+- a connection cap (`EDGE_MAX_CONNECTIONS`): a connection over it is closed at once,
+  before any byte is read, while established ones carry on.
+
+`edge/protocol.py` builds the hit path on top; both paths (hits answered in the
+protocol and requests handed to the ASGI app) pass through these checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+from dataclasses import dataclass
+from typing import ClassVar
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+FD_RESERVE = 512  # descriptors kept for files, sockets to the origin, workers
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    header_timeout_s: float = 10.0
+    max_header_bytes: int = 16 * 1024
+    max_connections: int = 10_000
+
+
+@dataclass(slots=True)
+class ConnectionStats:
+    refused: int = 0  # over the connection cap
+    head_timeouts: int = 0  # 408
+    heads_too_large: int = 0  # 431
+
+
+def _answer(status: bytes, text: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        b"x-content-type-options: nosniff\r\ncache-control: no-store\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (status, len(text), text)
+    )
+
+
+REQUEST_TIMEOUT = _answer(b"408 Request Timeout", b"request head not received in time\n")
+HEAD_TOO_LARGE = _answer(b"431 Request Header Fields Too Large", b"request head too large\n")
+
+
+def allowed_connections(wanted: int) -> int:
+    """Raise this process's descriptor limit as far as the hard limit allows, and the
+    connection cap that then leaves `FD_RESERVE` descriptors for everything else."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, wanted + FD_RESERVE)
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return max(1, min(wanted, soft - FD_RESERVE))
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the limits above (set on a subclass made by
+    `guarded_protocol`: uvicorn makes its protocols itself, with no arguments of ours)."""
+
+    limits: ClassVar[ConnectionLimits] = ConnectionLimits()
+    stats: ClassVar[ConnectionStats]
+    _head_timer: asyncio.TimerHandle | None = None
+    _head_bytes = 0
+    _awaiting_head = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if len(self.connections) >= self.limits.max_connections:
+            self.stats.refused += 1
+            self.transport = transport  # what connection_lost closes
+            transport.abort()
+            return
+        super().connection_made(transport)
+        self._await_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def _await_head(self) -> None:
+        self._awaiting_head = True
+        self._head_bytes = 0
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(
+                self.limits.header_timeout_s, self._head_timed_out
+            )
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _refuse(self, answer: bytes) -> None:
+        """Answer and close; a response still being written for an earlier request
+        on this connection is not interleaved with: the connection is just cut."""
+        self._stop_head_timer()
+        self._awaiting_head = False
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.write(answer)
+            self.transport.close()
+        else:
+            self.transport.abort()
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._awaiting_head:
+            self.stats.head_timeouts += 1
+            self._refuse(REQUEST_TIMEOUT)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._awaiting_head:
+            super().data_received(data)
+            return
+        room = self.limits.max_header_bytes - self._head_bytes
+        if len(data) <= room:
+            self._head_bytes += len(data)
+            super().data_received(data)
+            return
+        # the head must end within `room` bytes: feed no more than that while waiting
+        self._head_bytes += room
+        super().data_received(data[:room])
+        if self.transport.is_closing():
+            return
+        if self._awaiting_head:
+            self.stats.heads_too_large += 1
+            self._refuse(HEAD_TOO_LARGE)
+            return
+        self.data_received(data[room:])
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._await_head()  # a keep-alive or pipelined request: its head is timed too
+
+    def head_complete(self) -> None:
+        """The request head is in: its time and size limits no longer apply."""
+        self._awaiting_head = False
+        self._stop_head_timer()
+
+    def on_headers_complete(self) -> None:
+        self.head_complete()
+        super().on_headers_complete()
+
+
+def guarded_protocol(limits: ConnectionLimits, stats: ConnectionStats) -> type[GuardedProtocol]:
+    return type("GuardedProtocol", (GuardedProtocol,), {"limits": limits, "stats": stats})
