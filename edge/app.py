@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from starlette.types import Receive, Scope, Send
 
 from cdn_common.asgi import HTTPMetrics, send_response, serve_lifespan
-from cdn_common.errors import MethodNotAllowed
+from cdn_common.errors import GatewayTimeout, MethodNotAllowed
 from edge.keys import fast_key
 from edge.origin_client import Fetcher
 from edge.purge import Purge
@@ -131,8 +131,12 @@ class EdgeApp:
         headers = dict(scope["headers"])
         client = self.gate.client(scope.get("client"), headers.get(b"x-forwarded-for"))
         ask = make_ask(raw_bytes, headers, request, self.settings.deadline_s, client)
-        async with asyncio.timeout(self.settings.deadline_s + 1):
-            entry, status, timing = await self.server.answer(ask, self.gate.budget)
+        ask.gone = lambda: _disconnected(receive)
+        try:
+            async with asyncio.timeout(self.settings.deadline_s + 1):
+                entry, status, timing = await self.server.answer(ask, self.gate.budget)
+        except TimeoutError:
+            raise GatewayTimeout("deadline exceeded") from None
         scope["log"]["cache"] = status
         scope["log"].update(timing_fields(timing))
         now = self.clock()
@@ -176,3 +180,9 @@ class EdgeApp:
             self.server.forget_source(source.id, soft=False)
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
         await send({"type": "http.response.body", "body": content})
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns when the client has gone (a GET's request message comes first)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass

@@ -86,6 +86,7 @@ def build_app(
         source_budget=int(settings.inflight_sources_mb * MIB),
         processes=settings.transform_processes,
         max_wait_s=settings.max_queue_wait_s,
+        worker_memory=int(settings.worker_memory_mb * MIB),
     )
     cache = build_cache(settings, clock)
     sources = SourceCache(

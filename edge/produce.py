@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 
 from cdn_common.errors import HTTPError, PayloadTooLarge, error_body
 from cdn_common.http import digits
@@ -19,7 +20,7 @@ from edge.request import Ask
 from edge.settings import EdgeSettings
 from edge.stats import EdgeStats
 from edge.transform.plan import CONTENT_TYPES
-from edge.transform.render import Rendered, probe
+from edge.transform.render import Rendered
 from edge.transform.runner import Transformer
 
 # A source is passed through untouched only when it is a raster image by both the
@@ -42,14 +43,22 @@ class Producer:
         self.clock = clock
         self._cache_control = settings.cache_control.encode()
 
-    async def make(self, ask: Ask, fetched: Fetched, lifetime: float | None) -> tuple[Entry, str]:
+    async def make(
+        self,
+        ask: Ask,
+        fetched: Fetched,
+        lifetime: float | None,
+        wanted: Callable[[], bool] | None = None,
+    ) -> tuple[Entry, str]:
         """The variant `ask` wants of the fetched source, and its Server-Timing part."""
         spec = ask.spec
         origin_etag = None
         timing = ""
         if spec.is_identity and passthrough(fetched):
             # not decoded, but never a bomb: the header's size and frames against the limits
-            if probe(fetched.body, self.limits).pages > self.limits.max_frames:
+            # (read in a worker unless it is a JPEG or PNG header: never libvips here)
+            info = await self.transformer.probe(fetched, ask.deadline)
+            if info.pages > self.limits.max_frames:
                 raise PayloadTooLarge("source has too many frames")
             body, content_type = fetched.body, fetched.content_type.split(";")[0]
             if fetched.etag and fetched.etag.startswith('"'):
@@ -59,7 +68,7 @@ class Producer:
             started = time.monotonic()
             accept = ACCEPT_FOR_CLASS[ask.klass]
             rendered = await self.transformer.render(
-                ask.source.id, fetched, spec, accept, ask.deadline
+                ask.source.id, fetched, spec, accept, ask.deadline, wanted
             )
             elapsed = time.monotonic() - started
             self.stats.transform.observe(rendered.format, elapsed)

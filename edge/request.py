@@ -4,6 +4,7 @@ headers that matter to the answer, in one value built at the start of the flow."
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from edge.keys import variant_key
@@ -28,6 +29,8 @@ class Ask:
     deadline: float
     from_edge: bool
     client: str = ""
+    # completes when the client has gone (a disconnect): waiting for a fill stops then
+    gone: Callable[[], Awaitable[object]] | None = None
 
 
 def make_ask(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 
 from cachetools import LRUCache
 
@@ -71,7 +72,11 @@ class Server:
             if budget is not None and ask.key not in self.fills:
                 budget.spend(ask.client)
             self.stats.count("miss")
-            (entry, timing), collapsed = await self.fills.run(ask.key, lambda: self._produce(ask))
+            (entry, timing), collapsed = await self.fills.run(
+                ask.key,
+                lambda: self._produce(ask, wanted=lambda: self.fills.wanted(ask.key)),
+                ask.gone,
+            )
             status = "edge; fwd=uri-miss" + ("; collapsed" if collapsed else "; stored")
             return entry, status, timing
         entry, tier = found
@@ -144,8 +149,15 @@ class Server:
         )
         return await self._produce(ask, fetched)
 
-    async def _produce(self, ask: Ask, fetched: Fetched | None = None) -> tuple[Entry, str]:
-        """Make the response for `ask` (parent edge, or source + transform) and store it."""
+    async def _produce(
+        self,
+        ask: Ask,
+        fetched: Fetched | None = None,
+        wanted: Callable[[], bool] | None = None,
+    ) -> tuple[Entry, str]:
+        """Make the response for `ask` (parent edge, or source + transform) and store it.
+        `wanted()`: whether anyone still waits for it (a transform still queued when no
+        one does is dropped before it starts)."""
         if self.upstream.parents and not ask.from_edge and fetched is None:
             try:
                 return await self._from_parent(ask)
@@ -169,10 +181,11 @@ class Server:
             else:
                 timing = f"origin;dur={fetched.seconds * 1000:.1f}"
             lifetime = self.producer.lifetime(fetched)
-            entry, more = await self.producer.make(ask, fetched, lifetime)
+            entry, more = await self.producer.make(ask, fetched, lifetime, wanted)
             timing += more
         except HTTPError as error:
-            if 400 <= error.status < 500 and self.settings.negative_ttl_s:
+            if 400 <= error.status < 499 and error.status != 429 and self.settings.negative_ttl_s:
+                # what the source or URL is, not what happened to this request's client
                 self.cache.store_briefly(self.producer.error(ask, error))
             raise
         finally:

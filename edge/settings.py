@@ -146,6 +146,12 @@ class EdgeSettings(ServiceSettings):
         gt=0,
         description="Decode memory for transforms in flight (estimated from headers).",
     )
+    worker_memory_mb: float = Field(
+        2048,
+        ge=0,
+        description="Address-space ceiling of each transform worker process (0: none); a "
+        "job over it fails with 413 and the worker goes on.",
+    )
     deadline_s: float = Field(30, gt=0, description="Per-request deadline, seconds.")
     origin_connect_timeout_s: float = Field(2, gt=0, description="Origin connect timeout.")
     origin_read_timeout_s: float = Field(10, gt=0, description="Origin read timeout.")

@@ -143,6 +143,16 @@ class EdgeStats(Collector):
             "Misses refused with 503 because their expected wait was over max_queue_wait_s.",
             value=self.pool.shed,
         )
+        yield CounterMetricFamily(
+            "edge_transforms_abandoned",
+            "Queued transforms dropped before starting: every client waiting had gone.",
+            value=self.pool.abandoned,
+        )
+        yield CounterMetricFamily(
+            "edge_transforms_stopped",
+            "Transforms stopped past their deadline (worker process killed, 504).",
+            value=self.pool.stopped,
+        )
         wait = GaugeMetricFamily(
             "edge_transform_expected_wait_seconds",
             "Expected wait for a slot of a job joining each lane now.",

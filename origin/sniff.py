@@ -13,6 +13,7 @@ import pyvips
 from pyvips import ffi, vips_lib
 
 from cdn_common.errors import UnsupportedMedia
+from cdn_common.svg import svg_text
 
 SNIFF_BYTES = 4096
 
@@ -65,6 +66,8 @@ def read_header(path: Path, head: bytes) -> ImageInfo:
     content_type = sniff_type(head)
     if content_type is None:
         raise UnsupportedMedia("not an image format this service accepts")
+    if content_type == "image/svg+xml":
+        svg_text(path.read_bytes())  # bounded before librsvg parses it (413 past a limit)
     try:
         image = pyvips.Image.new_from_file(str(path), access="sequential")
         pages = image.get("n-pages") if image.get_typeof("n-pages") else 1

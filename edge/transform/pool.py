@@ -30,6 +30,7 @@ SIGKILL did (the OOM killer, an operator), 500 otherwise; the next job starts a 
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import signal
 import time
@@ -39,6 +40,8 @@ from typing import TypeVar
 
 from cdn_common.cpus import usable_cpus
 from cdn_common.errors import GatewayTimeout, HTTPError, Unavailable
+from edge.cache.coalesce import ClientGone
+from edge.security.limits import OverMemory
 from edge.transform.procpool import ProcessPool, WorkerDied
 
 T = TypeVar("T")
@@ -69,6 +72,7 @@ class TransformPool:
         source_budget: int = 256 * 1024 * 1024,
         processes: bool = False,
         max_wait_s: float = float("inf"),
+        worker_memory: int = 0,
     ) -> None:
         self.queue = queue
         self.max_wait_s = max_wait_s
@@ -77,6 +81,8 @@ class TransformPool:
         self.service_s = {"small": 0.0, "large": 0.0}  # mean seconds a job holds a slot
         self._waiting = {"small": 0, "large": 0}
         self.shed = 0  # refused because the expected wait was too long
+        self.abandoned = 0  # dropped before starting: no one waited for them any more
+        self.stopped = 0  # killed past their deadline
         self._lanes = {"small": asyncio.Semaphore(workers), "large": asyncio.Semaphore(large)}
         self._threads = ThreadPoolExecutor(workers + large, thread_name_prefix="transform")
         # each lane has its own processes: a process keeps the heap of the largest image it
@@ -86,10 +92,11 @@ class TransformPool:
         # small jobs: one process per core (at most), each given its next job before it
         # ends the current one, instead of a process per slot time-sharing the cores
         depth = -(-workers // large)
+        init = functools.partial(_init_process, worker_memory)
         self._processes = (
             {
-                "small": ProcessPool(large, _init_process, depth=depth),
-                "large": ProcessPool(large, _init_process),
+                "small": ProcessPool(large, init, depth=depth),
+                "large": ProcessPool(large, init),
             }
             if processes
             else {}
@@ -135,10 +142,19 @@ class TransformPool:
         await self.sources.give(size)
 
     async def run(
-        self, fn: Callable[..., T], *args: object, cost: int, deadline: float, here: bool = False
+        self,
+        fn: Callable[..., T],
+        *args: object,
+        cost: int,
+        deadline: float,
+        here: bool = False,
+        wanted: Callable[[], bool] | None = None,
     ) -> T:
         """Run `fn(*args)` in a worker once its memory and a slot in its lane are free;
-        `here`: in a thread of this process even when the pool runs processes."""
+        `here`: in a thread of this process even when the pool runs processes. A job
+        that had to wait is dropped when its turn comes if `wanted()` says no one waits
+        for it any more. In a worker process, a job past `deadline` is stopped: its
+        process is killed (and replaced), and the caller gets 504."""
         cost = self._memory.clamp(cost)  # a source over the budget runs alone
         kind = "small" if cost < SMALL_JOB else "large"
         lane = self._lanes[kind]
@@ -146,7 +162,7 @@ class TransformPool:
         if self._memory.free >= cost and not lane.locked():
             self._memory.free -= cost  # room now: no queueing (no await until acquired)
             await lane.acquire()
-            return await self._execute(processes, fn, args, kind, cost)
+            return await self._execute(processes, fn, args, kind, cost, deadline)
         self._enter_queue(kind)
         try:
             # memory first: a big job waiting for room must not sit on a slot
@@ -158,7 +174,12 @@ class TransformPool:
                 raise
         finally:
             self._leave_queue(kind)
-        return await self._execute(processes, fn, args, kind, cost)
+        if wanted is not None and not wanted():
+            self.abandoned += 1
+            self._lanes[kind].release()
+            await self._memory.give(cost)
+            raise ClientGone()
+        return await self._execute(processes, fn, args, kind, cost, deadline)
 
     async def _execute(
         self,
@@ -167,6 +188,7 @@ class TransformPool:
         args: tuple[object, ...],
         kind: str,
         cost: int,
+        deadline: float,
     ) -> T:
         self.running += 1
         started = time.monotonic()
@@ -174,7 +196,12 @@ class TransformPool:
             if processes is None:
                 return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
             try:
-                return await processes.run(fn, *args)
+                return await processes.run(fn, *args, deadline=deadline)
+            except MemoryError:  # raised in the worker, under its ceiling
+                raise OverMemory() from None
+            except TimeoutError:
+                self.stopped += 1
+                raise GatewayTimeout("transform timed out: stopped") from None
             except WorkerDied as died:
                 raise _died_error(died) from None
         finally:
@@ -233,11 +260,18 @@ async def _before(deadline: float, waiting: object) -> None:
         raise GatewayTimeout("timed out waiting for a transform slot") from None
 
 
-def _init_process() -> None:
+def _init_process(memory: int = 0) -> None:
+    """A worker's set-up. `memory`: its address-space ceiling (RLIMIT_AS) in bytes, so a
+    decode that runs away fails in its worker with MemoryError (413) instead of taking
+    the host; 0 for none."""
+    import resource
+
     import pyvips
 
     from cdn_common.serve import limit_malloc_arenas
 
+    if memory:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     limit_malloc_arenas()
     pyvips.cache_set_max(0)
     pyvips.concurrency_set(1)

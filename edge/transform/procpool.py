@@ -27,6 +27,7 @@ import pickle
 import signal
 import socket
 import struct
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -71,18 +72,30 @@ class ProcessPool:
         self._room = asyncio.Event()  # set when a job ends: a worker may have room
         self._context = multiprocessing.get_context("spawn")
 
-    async def run(self, fn: Callable[..., T], *args: object) -> T:
+    async def run(self, fn: Callable[..., T], *args: object, deadline: float | None = None) -> T:
         """`fn(*args)` in a worker. Cancelling the caller does not cancel the job: the
         worker finishes it (a process cannot be interrupted safely mid-call) and goes on
-        with the next. A job queued behind one that killed its worker runs in another."""
+        with the next. A job queued behind one that killed its worker runs in another.
+        Past `deadline` (monotonic) TimeoutError: a job that is running then is stopped
+        by killing its process (jobs queued behind it go to other workers); one still
+        queued behind another job is left to run."""
         # pickled before a worker is taken: a job that cannot be sent costs no worker
         frames = _job_frames(fn, args)
         while True:
-            answer = (await self._take()).send(frames)
+            worker = await self._take()
+            answer = worker.send(frames)
             try:
-                ok, value = await asyncio.shield(answer)
+                if deadline is None:
+                    ok, value = await asyncio.shield(answer)
+                else:
+                    ok, value = await _within(answer, deadline)
             except _NotStarted:
                 continue
+            except TimeoutError:
+                answer.add_done_callback(_retrieve)
+                if worker.jobs and worker.jobs[0] is answer:
+                    worker.stop()
+                raise
             if ok:
                 return value  # type: ignore[no-any-return]
             raise value
@@ -191,6 +204,12 @@ class _Worker:
             if running is not None:
                 running.set_exception(WorkerDied(self.process.exitcode))
 
+    def stop(self) -> None:
+        """End the process now (its running job is past its deadline): the reading task
+        sees the end, fails the running job and sends the queued ones elsewhere."""
+        if self.process.is_alive():
+            self.process.kill()
+
     def kill(self) -> None:
         # the callers' answers are cancelled here, not by the reading task: a task
         # cancelled before its first step never runs its own handlers
@@ -201,6 +220,17 @@ class _Worker:
         self.writer.close()
         if self.process.is_alive():
             self.process.kill()
+
+
+async def _within(answer: asyncio.Future[tuple[bool, Any]], deadline: float) -> tuple[bool, Any]:
+    remaining = deadline - time.monotonic()
+    async with asyncio.timeout(max(0.0, remaining)):
+        return await asyncio.shield(answer)
+
+
+def _retrieve(answer: asyncio.Future[tuple[bool, Any]]) -> None:
+    if not answer.cancelled():
+        answer.exception()  # retrieved: nobody awaits an abandoned job's answer
 
 
 def _job_frames(fn: Callable[..., object], args: tuple[object, ...]) -> list[bytes | memoryview]:

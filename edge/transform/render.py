@@ -15,8 +15,16 @@ from typing import Any
 import pyvips
 
 from cdn_common.errors import GatewayTimeout, HTTPError, PayloadTooLarge, UnsupportedMedia
+from cdn_common.svg import looks_like_svg, svg_text
 from edge.options import TransformSpec
-from edge.security.limits import Limits
+from edge.security.limits import (
+    Limits,
+    OverMemory,
+    avif_allowed,
+    check_avif,
+    check_blur,
+    check_scans,
+)
 from edge.transform.header import Bytes, Header, read_header
 from edge.transform.plan import (
     ANIMATED_FORMATS,
@@ -54,6 +62,14 @@ _SVG_ACTIVE = re.compile(
     rb"|@import",
     re.IGNORECASE,
 )
+
+
+def _check_svg(text: bytes) -> None:
+    # the whole text: a DOCTYPE may follow any amount of comment
+    if _SVG_DTD.search(text):
+        raise UnsupportedMedia("SVG with a DTD or entities is refused")
+    if _SVG_ACTIVE.search(text):
+        raise UnsupportedMedia("SVG with scripts, event handlers or external references")
 
 
 class UnprocessableImage(HTTPError):
@@ -111,7 +127,10 @@ def _checked(header: Header, pages: int, size: int, limits: Limits) -> SourceInf
 
 
 def _vips_header(data: Bytes) -> tuple[Header, int]:
-    """What libvips reads of the header, and the page count."""
+    """What libvips reads of the header, and the page count. SVG (librsvg parses the
+    whole document first) is checked before libvips sees it."""
+    if looks_like_svg(data):
+        _check_svg(svg_text(data))
     try:
         image = pyvips.Image.new_from_source(_memory(data), "", access="sequential")
         loader = image.get("vips-loader")
@@ -122,12 +141,8 @@ def _vips_header(data: Bytes) -> tuple[Header, int]:
         raise UnsupportedMedia("source is not an image this edge can decode")
     if kind == "heif" and meta_field(image, "heif-compression") == "av1":
         kind = "avif"
-    if kind == "svg":
-        # the whole file: a DOCTYPE may follow any amount of comment
-        if _SVG_DTD.search(data):
-            raise UnsupportedMedia("SVG with a DTD or entities is refused")
-        if _SVG_ACTIVE.search(data):
-            raise UnsupportedMedia("SVG with scripts, event handlers or external references")
+    if kind == "svg" and not looks_like_svg(data):  # never: every SVG opens with "<"
+        raise UnsupportedMedia("SVG that does not start as XML is refused")
     header = Header(
         kind,
         image.width,
@@ -165,6 +180,11 @@ def prepare(
     output = choose_format(spec, source, accept, animate)
     animate = animate and output in ANIMATED_FORMATS
     geometry = plan_geometry(spec, *rotated_size(spec, source), limits.max_out)
+    check_blur(spec.blur, geometry.resize)
+    if output == "avif" and not avif_allowed(geometry.output):
+        if spec.format != "auto":
+            check_avif(geometry.output)
+        output = "webp" if "image/webp" in accept else ("png" if source.has_alpha else "jpeg")
     return Job(source, output, geometry, animate, decode_cost(source, geometry, animate))
 
 
@@ -196,6 +216,8 @@ def render(
                 else pivot.thumbnail_image(target[0], height=target[1], size="force")
             )
         else:
+            if job.source.format == "jpeg" and job.source.progressive:
+                check_scans(data)  # multiscan only: baseline files skip the count
             image = _load(data, spec, target, job.animate)
         for step in build(spec, job.geometry, job.output, job.animate):
             if time.monotonic() > deadline:
@@ -203,7 +225,11 @@ def render(
             image = step(image)
         body = encode(image, job.output, spec, encoding)
     except pyvips.Error as exc:
+        if "memory" in str(exc).lower():
+            raise OverMemory() from None
         raise UnprocessableImage(_vips_reason(exc)) from None
+    except MemoryError:
+        raise OverMemory() from None
     pages = int(meta_field(image, "n-pages") or 1) if job.animate else 1
     return Rendered(
         body, job.output, image.width, image.height // pages, pages, job.source, made, from_pivot

@@ -9,6 +9,7 @@ decode killed a worker is refused for a while instead of costing a worker per va
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import xxhash
 from cachetools import LRUCache, TTLCache
@@ -20,7 +21,14 @@ from edge.security.limits import Limits
 from edge.stats import EdgeStats
 from edge.transform.plan import SourceInfo
 from edge.transform.pool import DecoderCrashed, TransformPool
-from edge.transform.render import Encoding, Rendered, prepare, probe_in_python, render
+from edge.transform.render import (
+    Encoding,
+    Rendered,
+    prepare,
+    probe,
+    probe_in_python,
+    render,
+)
 
 log = logging.getLogger("edge")
 
@@ -32,6 +40,11 @@ PROBED_ENTRIES = 65536  # headers already read, by (source, etag)
 CRASHED_S = 600.0
 CRASHED_ENTRIES = 4096
 PROVEN_ENTRIES = 65536
+# Sources whose decode may run in this process (for decoded copies of hot sources):
+# rasters whose cost the header bounds. Vector and container formats (SVG, whose
+# parse is unbounded by its size: a 67 KB svgz once took 5 GB; HEIF, TIFF) decode only
+# in workers, under their memory ceiling.
+IN_PROCESS_FORMATS = frozenset({"jpeg", "png", "webp"})
 
 
 def digest(body: bytes) -> str:
@@ -61,13 +74,28 @@ class Transformer:
         self._crashed: TTLCache[tuple[str, str], bool] = TTLCache(CRASHED_ENTRIES, CRASHED_S)
         self._proven: LRUCache[tuple[str, str], bool] = LRUCache(PROVEN_ENTRIES)
 
+    async def probe(self, fetched: Fetched, deadline: float) -> SourceInfo:
+        """The source's header checked against the limits: JPEG and PNG read here, any
+        other format by libvips in a worker (a GIF declaring two million frames once
+        stalled every hit for half a second when read on the event loop)."""
+        info = probe_in_python(fetched.body, self.limits)
+        if info is not None:
+            return info
+        return await self.pool.run(probe, fetched.body, self.limits, cost=1, deadline=deadline)
+
     def forget(self, source_id: str) -> None:
         """What is remembered of a source's headers goes with a purge of it."""
         for key in [k for k in self._probed if k[0] == source_id]:
             del self._probed[key]
 
     async def render(
-        self, source_id: str, fetched: Fetched, spec: TransformSpec, accept: str, deadline: float
+        self,
+        source_id: str,
+        fetched: Fetched,
+        spec: TransformSpec,
+        accept: str,
+        deadline: float,
+        wanted: Callable[[], bool] | None = None,
     ) -> Rendered:
         # only an ETag ties what is remembered about a source to these exact bytes
         version = fetched.etag
@@ -77,7 +105,7 @@ class Transformer:
             if (source_id, identity) in self._crashed:
                 raise DecoderCrashed()
         try:
-            return await self._in_pool(source_id, version, fetched, spec, accept, deadline)
+            return await self._in_pool(source_id, version, fetched, spec, accept, deadline, wanted)
         except DecoderCrashed:
             self._crashed[(source_id, identity or digest(fetched.body))] = True
             log.warning(
@@ -94,6 +122,7 @@ class Transformer:
         spec: TransformSpec,
         accept: str,
         deadline: float,
+        wanted: Callable[[], bool] | None,
     ) -> Rendered:
         known = self._probed.get((source_id, version)) if version else None
         # a JPEG or PNG header is read here in 5-50 us (edge/transform/header.py), less than
@@ -115,6 +144,7 @@ class Transformer:
         if (
             version
             and self.pivots
+            and job.source.format in IN_PROCESS_FORMATS
             and self.sources.hot(source_id)
             and (source_id, version) in self._proven
         ):
@@ -133,6 +163,7 @@ class Transformer:
             cost=job.cost,
             deadline=deadline,
             here=here,
+            wanted=wanted,
         )
         if version and not here:
             self._proven[(source_id, version)] = True

@@ -36,6 +36,15 @@ def metric(edge: ServerThread, name: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
+def transforms(edge: ServerThread) -> float:
+    """Transforms the edge has run, from its metrics."""
+    text = httpx.get(f"{edge.url}/metrics").text
+    return sum(
+        float(v)
+        for v in re.findall(r"^edge_transform_duration_seconds_count\S* (\S+)$", text, re.M)
+    )
+
+
 def files_in(directory: Path, count: int) -> list[Path]:
     """The cache files once `count` of them are written (writes are in the background)."""
     for _ in range(200):

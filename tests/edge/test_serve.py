@@ -15,7 +15,7 @@ import pytest
 
 from edge.clock import ManualClock
 from tests.edge.countingorigin import Blob, CountingOrigin
-from tests.edge.edges import PURGE, edge_for, files_in, metric
+from tests.edge.edges import PURGE, edge_for, files_in, metric, transforms
 from tests.images import jpeg, png
 from tests.servers import ServerThread
 
@@ -25,14 +25,6 @@ def origin() -> Iterator[tuple[CountingOrigin, ServerThread]]:
     app = CountingOrigin({"a.jpg": Blob(jpeg(200, 100)), "b.png": Blob(png(80, 40, alpha=True))})
     with ServerThread(app) as server:
         yield app, server
-
-
-def transforms(edge: ServerThread) -> float:
-    text = httpx.get(f"{edge.url}/metrics").text
-    return sum(
-        float(v)
-        for v in re.findall(r"^edge_transform_duration_seconds_count\S* (\S+)$", text, re.M)
-    )
 
 
 def test_a_hit_is_the_same_response_with_age_and_cache_status(origin: Any) -> None:

@@ -256,3 +256,52 @@ async def test_a_miss_is_admitted_only_when_its_expected_wait_is_short() -> None
     assert pool.shed == 1
     assert await asyncio.gather(running, queued) == ["done", "done"]
     pool.close()
+
+
+async def test_a_job_past_its_deadline_is_stopped_and_its_worker_replaced() -> None:
+    pool = TransformPool(workers=1, queue=10, memory_budget=10 * BIG, processes=True)
+    try:
+        assert await pool.run(os.getpid, cost=1, deadline=later(30)) != os.getpid()
+        started = time.monotonic()
+        with pytest.raises(GatewayTimeout):
+            await pool.run(time.sleep, 30, cost=1, deadline=later(0.5))
+        assert time.monotonic() - started < 1.5
+        assert pool.stopped == 1
+        await asyncio.sleep(0.2)
+        # the sleeping process is gone; the next job gets a new one
+        assert await pool.run(zlib.crc32, b"abc", cost=1, deadline=later(30)) == zlib.crc32(b"abc")
+    finally:
+        pool.close()
+
+
+async def test_a_queued_job_no_one_waits_for_is_dropped_before_it_starts() -> None:
+    pool = TransformPool(workers=1, queue=10, memory_budget=10 * BIG)
+    tracker = Tracker()
+    busy = asyncio.ensure_future(pool.run(tracker.job, 0.2, cost=1, deadline=later(5)))
+    await asyncio.sleep(0.01)
+    wanted = True
+    queued = asyncio.ensure_future(
+        pool.run(tracker.job, 0.2, cost=1, deadline=later(5), wanted=lambda: wanted)
+    )
+    await asyncio.sleep(0.01)
+    wanted = False  # its clients went away while it waited
+    with pytest.raises(HTTPError) as dropped:
+        await queued
+    assert dropped.value.status == 499
+    assert await busy == "done" and pool.abandoned == 1
+    assert await pool.run(tracker.job, 0.01, cost=1, deadline=later(5)) == "done"  # slot freed
+    pool.close()
+
+
+async def test_a_job_over_the_worker_memory_ceiling_is_a_413_and_the_worker_goes_on() -> None:
+    pool = TransformPool(
+        workers=1, queue=10, memory_budget=10 * BIG, processes=True, worker_memory=1 << 30
+    )
+    try:
+        with pytest.raises(HTTPError) as refused:
+            await pool.run(bytearray, 2 << 30, cost=1, deadline=later(30))  # 2 GiB
+        assert refused.value.status == 413
+        assert "EDGE_WORKER_MEMORY_MB" in refused.value.public_message
+        assert len(await pool.run(bytearray, 1 << 20, cost=1, deadline=later(30))) == 1 << 20
+    finally:
+        pool.close()
