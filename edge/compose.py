@@ -124,6 +124,8 @@ def build_app(
         header_timeout_s=settings.header_timeout_s,
         max_header_bytes=settings.max_header_kb * 1024,
         max_connections=allowed_connections(settings.max_connections),
+        per_client=settings.max_connections_per_client,
+        uncapped=gate.addresses.is_trusted,
     )
     fast.http_protocol = edge_protocol(
         fast if settings.protocol_hits else None, limits, stats.connections

@@ -144,5 +144,11 @@ def edge_protocol(
     answers itself (None: every request goes to the ASGI app)."""
     if hits is None:
         return guarded_protocol(limits, stats)
-    fields = {"limits": limits, "stats": stats, "hits": hits, "defaults": [None, b""]}
+    fields = {
+        "limits": limits,
+        "stats": stats,
+        "per_peer": {},
+        "hits": hits,
+        "defaults": [None, b""],
+    }
     return type("HitProtocol", (HitProtocol,), fields)

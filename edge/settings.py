@@ -53,13 +53,13 @@ class EdgeSettings(ServiceSettings):
         "jobs' service time) is under this; else 503 with Retry-After at once.",
     )
     client_miss_rate: float = Field(
-        20,
+        10,
         ge=0,
         description="Per-client token bucket on misses (transforms and fetches), per second; "
         "0 turns it off. Over it: 429 with Retry-After. Hits are never limited.",
     )
     client_miss_burst: int = Field(
-        200, ge=1, description="Per-client token bucket size: misses a client may make at once."
+        100, ge=1, description="Per-client token bucket size: misses a client may make at once."
     )
     trusted_proxies: StrList = Field(
         (),
@@ -86,6 +86,12 @@ class EdgeSettings(ServiceSettings):
         ge=1,
         description="Open connections per process; more are closed at once (capped by the "
         "descriptor limit, less 512).",
+    )
+    max_connections_per_client: int = Field(
+        1000,
+        ge=0,
+        description="Open connections per peer address (0: no cap); trusted proxies are "
+        "not capped.",
     )
     max_header_kb: int = Field(
         16, ge=1, le=1024, description="Largest request head (431 and close beyond it)."

@@ -168,6 +168,7 @@ class EdgeStats(Collector):
             labels=["reason"],
         )
         closed.add_metric(["max_connections"], self.connections.refused)
+        closed.add_metric(["per_client"], self.connections.refused_per_client)
         closed.add_metric(["header_timeout"], self.connections.head_timeouts)
         closed.add_metric(["header_too_large"], self.connections.heads_too_large)
         yield closed

@@ -10,7 +10,12 @@ from __future__ import annotations
 import importlib
 import sys
 
-COMMANDS = {"run": "loadtests.run", "bench": "loadtests.bench", "plan": "loadtests.plan"}
+COMMANDS = {
+    "run": "loadtests.run",
+    "bench": "loadtests.bench",
+    "plan": "loadtests.plan",
+    "attacks": "loadtests.attacks",
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,7 +64,7 @@ class ClientAddress:
             ipaddress.ip_network(cidr, strict=False) for cidr in trusted
         )
 
-    def _is_trusted(self, address: str) -> bool:
+    def is_trusted(self, address: str) -> bool:
         try:
             ip = ipaddress.ip_address(address.strip().strip("[]"))
         except ValueError:
@@ -72,13 +72,13 @@ class ClientAddress:
         return any(ip in network for network in self.trusted)
 
     def of(self, peer: str, forwarded_for: bytes | None) -> str:
-        if not self.trusted or forwarded_for is None or not self._is_trusted(peer):
+        if not self.trusted or forwarded_for is None or not self.is_trusted(peer):
             return peer
         hops = [hop.strip() for hop in forwarded_for.decode("latin-1").split(",")]
         for hop in reversed(hops):
             if not hop:
                 continue
-            if not self._is_trusted(hop):
+            if not self.is_trusted(hop):
                 try:
                     return str(ipaddress.ip_address(hop.strip("[]")))
                 except ValueError:

@@ -12,7 +12,10 @@ limit on connections. `GuardedProtocol` adds, per process:
 - a head size limit (`EDGE_MAX_HEADER_KB`), counted as bytes arrive: past it the
   connection gets 431 and is closed, without reading or buffering the rest.
 - a connection cap (`EDGE_MAX_CONNECTIONS`): a connection over it is closed at once,
-  before any byte is read, while established ones carry on.
+  before any byte is read, while established ones carry on; and a cap per peer address
+  (`EDGE_MAX_CONNECTIONS_PER_CLIENT`, as nginx's `limit_conn`), so one host's idle flood
+  cannot take every slot (peers in `EDGE_TRUSTED_PROXIES` are not capped: they carry
+  everyone's connections).
 
 `edge/protocol.py` builds the hit path on top; both paths (hits answered in the
 protocol and requests handed to the ASGI app) pass through these checks.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import resource
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -35,11 +39,14 @@ class ConnectionLimits:
     header_timeout_s: float = 10.0
     max_header_bytes: int = 16 * 1024
     max_connections: int = 10_000
+    per_client: int = 0  # 0: no cap per peer
+    uncapped: Callable[[str], bool] = lambda peer: False  # peers exempt from `per_client`
 
 
 @dataclass(slots=True)
 class ConnectionStats:
     refused: int = 0  # over the connection cap
+    refused_per_client: int = 0  # over the cap per peer
     head_timeouts: int = 0  # 408
     heads_too_large: int = 0  # 431
 
@@ -76,6 +83,8 @@ class GuardedProtocol(HttpToolsProtocol):
 
     limits: ClassVar[ConnectionLimits] = ConnectionLimits()
     stats: ClassVar[ConnectionStats]
+    per_peer: ClassVar[dict[str, int]]  # open connections by peer address
+    _peer: str | None = None
     _head_timer: asyncio.TimerHandle | None = None
     _head_bytes = 0
     _awaiting_head = False
@@ -83,14 +92,35 @@ class GuardedProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if len(self.connections) >= self.limits.max_connections:
             self.stats.refused += 1
-            self.transport = transport  # what connection_lost closes
-            transport.abort()
+            self._cut(transport)
             return
+        if self.limits.per_client:
+            address = transport.get_extra_info("peername")
+            peer = str(address[0]) if address else ""
+            if not self.limits.uncapped(peer):
+                count = self.per_peer.get(peer, 0)
+                if count >= self.limits.per_client:
+                    self.stats.refused_per_client += 1
+                    self._cut(transport)
+                    return
+                self.per_peer[peer] = count + 1
+                self._peer = peer
         super().connection_made(transport)
         self._await_head()
 
+    def _cut(self, transport: asyncio.Transport) -> None:
+        self.transport = transport  # what connection_lost closes
+        transport.abort()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
+        if self._peer is not None:
+            left = self.per_peer[self._peer] - 1
+            if left:
+                self.per_peer[self._peer] = left
+            else:
+                del self.per_peer[self._peer]
+            self._peer = None
         super().connection_lost(exc)
 
     def _await_head(self) -> None:
@@ -160,4 +190,5 @@ class GuardedProtocol(HttpToolsProtocol):
 
 
 def guarded_protocol(limits: ConnectionLimits, stats: ConnectionStats) -> type[GuardedProtocol]:
-    return type("GuardedProtocol", (GuardedProtocol,), {"limits": limits, "stats": stats})
+    fields = {"limits": limits, "stats": stats, "per_peer": {}}
+    return type("GuardedProtocol", (GuardedProtocol,), fields)

@@ -30,9 +30,12 @@ SIGKILL did (the OOM killer, an operator), 500 otherwise; the next job starts a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import math
+import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +49,7 @@ from edge.transform.procpool import ProcessPool, WorkerDied
 
 T = TypeVar("T")
 SMALL_JOB = 64 * 1024 * 1024  # decode estimate below which a job takes the small lane
+WORKER_NICE = 10
 SERVICE_WEIGHT = 0.2  # of the newest job in a lane's mean service time
 
 
@@ -84,7 +88,9 @@ class TransformPool:
         self.abandoned = 0  # dropped before starting: no one waited for them any more
         self.stopped = 0  # killed past their deadline
         self._lanes = {"small": asyncio.Semaphore(workers), "large": asyncio.Semaphore(large)}
-        self._threads = ThreadPoolExecutor(workers + large, thread_name_prefix="transform")
+        self._threads = ThreadPoolExecutor(
+            workers + large, thread_name_prefix="transform", initializer=_lower_thread
+        )
         # each lane has its own processes: a process keeps the heap of the largest image it
         # decoded, so only the `large` ones grow to 5K sizes (one shared pool: 1,118 MB for
         # the 64-client 5K flood, as every process took a large job in turn; malloc_trim
@@ -260,6 +266,13 @@ async def _before(deadline: float, waiting: object) -> None:
         raise GatewayTimeout("timed out waiting for a transform slot") from None
 
 
+def _lower_thread() -> None:
+    """A transform thread of the edge process, below its event loop (Linux schedules
+    threads one by one, so a thread's own nice value applies to it alone)."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICE)
+
+
 def _init_process(memory: int = 0) -> None:
     """A worker's set-up. `memory`: its address-space ceiling (RLIMIT_AS) in bytes, so a
     decode that runs away fails in its worker with MemoryError (413) instead of taking
@@ -272,6 +285,9 @@ def _init_process(memory: int = 0) -> None:
 
     if memory:
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    # below the event loop: where transforms and hits share cores, the scheduler gives
+    # the hit path its turn first (idle cores still go to transforms in full)
+    os.nice(WORKER_NICE)
     limit_malloc_arenas()
     pyvips.cache_set_max(0)
     pyvips.concurrency_set(1)

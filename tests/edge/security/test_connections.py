@@ -152,3 +152,27 @@ def test_an_idle_keep_alive_connection_is_closed(origin: Any) -> None:
             started = time.monotonic()
             assert read_all(sock) == b""
             assert time.monotonic() - started < 1.5
+
+
+def test_an_idle_flood_from_one_host_takes_only_its_share(origin: Any) -> None:
+    """One host opening connections and sending nothing (here 127.0.0.2) gets at most
+    its per-client cap; hits from another host (127.0.0.1) are answered throughout."""
+    with edge_for(origin, max_connections_per_client=20, header_timeout_s=30) as edge:
+        httpx.get(edge.url + PATH)
+        flood = []
+        try:
+            for _ in range(60):
+                sock = socket.socket()
+                sock.bind(("127.0.0.2", 0))
+                sock.settimeout(5)
+                sock.connect(("127.0.0.1", edge.port))
+                flood.append(sock)
+            time.sleep(0.2)
+            a_hit_is_answered(edge)
+            refused = metric(edge, 'edge_connections_closed_total{reason="per_client"}')
+            assert refused == 40
+            flood[0].sendall(REQUEST)  # the admitted ones still work
+            assert flood[0].recv(65536).startswith(b"HTTP/1.1 200 ")
+        finally:
+            for sock in flood:
+                sock.close()

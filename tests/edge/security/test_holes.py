@@ -113,3 +113,13 @@ def test_error_bodies_are_plain_text_that_is_never_sniffed(counting: Any) -> Non
             assert answer.status_code >= 400, path
             assert answer.headers["content-type"].startswith("text/plain"), path
             assert answer.headers["x-content-type-options"] == "nosniff", path
+
+
+def test_format_json_answers_are_cached_like_any_variant(counting: Any) -> None:
+    app, server = counting
+    with edge_for(server) as edge:
+        first = httpx.get(f"{edge.url}/_/w=40,f=json/a.jpg")
+        second = httpx.get(f"{edge.url}/_/w=40,f=json/a.jpg")
+    assert first.headers["content-type"] == "application/json"
+    assert second.headers["cache-status"] == "edge; hit; detail=memory"
+    assert second.content == first.content and app.gets == 1
