@@ -9,6 +9,7 @@ covers the path exactly as sent; options and source are percent-decoded after th
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
@@ -72,7 +73,11 @@ def parse_request(
     keys: tuple[str, ...],
     allow_unsigned: bool,
     allowed_hosts: tuple[str, ...],
+    presets: Mapping[str, str] | None = None,
+    only_presets: bool = False,
 ) -> ImageRequest:
+    """`presets`: names usable as the whole options segment (`/_/thumb/a.jpg`), as
+    imgproxy's presets and Cloudflare's variants; `only_presets` refuses any other."""
     if raw_path.startswith(CDN_CGI):
         if not allow_unsigned:
             raise BadSignature("unsigned URLs are disabled on this edge")
@@ -93,6 +98,10 @@ def parse_request(
         decoded = unquote(options, errors="strict")
     except UnicodeDecodeError:
         raise BadRequest("invalid options: not UTF-8") from None
+    if presets and decoded in presets:
+        decoded = presets[decoded]
+    elif only_presets and decoded != "_":
+        raise BadRequest("this edge serves named presets only")
     spec = parse_options(decoded)
     return ImageRequest(spec, parse_source(source, allowed_hosts))
 

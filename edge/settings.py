@@ -10,6 +10,7 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 
 from cdn_common.cpus import usable_cpus
 from cdn_common.settings import ServiceSettings, split_list
+from edge.options import parse_options
 
 StrList = Annotated[tuple[str, ...], NoDecode]
 CPUS = usable_cpus()  # affinity and cgroup v2 cpu.max, not the host's count
@@ -69,6 +70,14 @@ class EdgeSettings(ServiceSettings):
         (),
         description="When set, the only widths and heights (after dpr) URLs may ask for; "
         "others get 400, so variants cannot be busted.",
+    )
+    presets: str = Field(
+        "",
+        description="Named option sets usable as the whole options segment (`/_/thumb/a.jpg`): "
+        "`name=options;name=options`, e.g. `thumb=w=200,h=200,fit=cover;hero=w=1600`.",
+    )
+    only_presets: bool = Field(
+        False, description="Refuse any options but the presets' (and `_`, the original)."
     )
     passthrough_methods: StrList = Field(
         ("GET", "HEAD"),
@@ -214,6 +223,27 @@ class EdgeSettings(ServiceSettings):
         if "*" in methods:
             return ("GET", "HEAD", "PUT", "POST", "DELETE", "PATCH")
         return methods
+
+    @field_validator("presets")
+    @classmethod
+    def _check_presets(cls, value: str) -> str:
+        for item in filter(None, (part.strip() for part in value.split(";"))):
+            name, sep, options = item.partition("=")
+            if not sep or not name or "," in name or "=" in name or not options:
+                raise ValueError(f"{item!r} is not name=options")
+            try:
+                parse_options(options)
+            except Exception as error:
+                raise ValueError(f"preset {name!r}: {error}") from None
+        return value
+
+    @property
+    def preset_table(self) -> dict[str, str]:
+        table = {}
+        for item in filter(None, (part.strip() for part in self.presets.split(";"))):
+            name, _, options = item.partition("=")
+            table[name.strip()] = options.strip()
+        return table
 
     @field_validator("origin_url")
     @classmethod

@@ -25,6 +25,8 @@ class Gate:
         self.allow_unsigned = settings.unsigned_allowed
         self.allowed_hosts = settings.allowed_sources
         self.widths = frozenset(int(w) for w in settings.allowed_widths)
+        self.presets = settings.preset_table
+        self.only_presets = settings.only_presets
         self.addresses = ClientAddress(settings.trusted_proxies)
         self.budget = MissBudget(settings.client_miss_rate, settings.client_miss_burst, clock)
 
@@ -51,4 +53,6 @@ class Gate:
             keys=self.keys,
             allow_unsigned=allow_unsigned,
             allowed_hosts=self.allowed_hosts,
+            presets=self.presets,
+            only_presets=self.only_presets,
         )

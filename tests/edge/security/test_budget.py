@@ -90,3 +90,24 @@ def test_allowed_widths_shut_out_other_sizes(origin: Any) -> None:
         refused = httpx.get(f"{edge.url}/_/w=101/a.jpg")
         assert refused.status_code == 400 and "allowed sizes" in refused.text
         assert httpx.get(f"{edge.url}/_/w=50,dpr=2/a.jpg").status_code == 200  # 100 after dpr
+
+
+def test_named_presets_and_only_presets(origin: Any) -> None:
+    presets = "thumb=w=50,h=50,fit=cover;wide=w=120"
+    with edge_for(origin, presets=presets, only_presets=True) as edge:
+        thumb = httpx.get(f"{edge.url}/_/thumb/a.jpg")
+        assert thumb.status_code == 200
+        same = httpx.get(f"{edge.url}/cdn-cgi/image/thumb/a.jpg")  # one entry, one key
+        assert same.headers["cache-status"].endswith("memory")
+        refused = httpx.get(f"{edge.url}/_/w=51/a.jpg")
+        assert refused.status_code == 400 and "presets only" in refused.text
+        assert httpx.get(f"{edge.url}/_/_/a.jpg").status_code == 200  # the original
+
+
+def test_a_bad_preset_stops_the_start() -> None:
+    from pydantic import ValidationError
+
+    from edge.settings import EdgeSettings
+
+    with pytest.raises(ValidationError, match="thumb"):
+        EdgeSettings(presets="thumb=w=0")
