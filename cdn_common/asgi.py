@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics, genera
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cdn_common.errors import HeadersTooLarge, HTTPError, URITooLong, error_body
+from cdn_common.http import now_date
 from cdn_common.logs import AccessLog
 from cdn_common.metrics import RequestSeries
 
@@ -121,7 +122,11 @@ class AccessMiddleware:
         metrics: HTTPMetrics,
         classify: Callable[[str], str],
         access_log: AccessLog | None = None,
+        date: bool = False,
     ) -> None:
+        """`date`: add a `Date` to every response that has none (for a server run with
+        uvicorn's own Date header off)."""
+        self.date = date
         self.app = app
         self.metrics = metrics
         self.classify = classify
@@ -143,6 +148,8 @@ class AccessMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 started = True
+                if self.date and not any(name == b"date" for name, _ in message["headers"]):
+                    message["headers"] = [*message["headers"], (b"date", now_date())]
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
             await send(message)

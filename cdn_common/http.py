@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
@@ -24,6 +25,11 @@ def http_date(timestamp: float) -> str:
 @lru_cache(maxsize=4096)
 def _http_date(seconds: int) -> str:
     return format_datetime(datetime.fromtimestamp(seconds, UTC), usegmt=True)
+
+
+def now_date() -> bytes:
+    """The current time as a Date field value (formatted once a second)."""
+    return _http_date(int(time.time())).encode()
 
 
 def parse_http_date(value: str) -> float | None:

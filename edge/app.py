@@ -19,16 +19,16 @@ from cdn_common.asgi import HTTPMetrics, send_response, serve_lifespan
 from cdn_common.errors import GatewayTimeout, MethodNotAllowed
 from edge.keys import fast_key
 from edge.origin_client import Fetcher
+from edge.proxy import Proxy
 from edge.purge import Purge
 from edge.request import make_ask
 from edge.respond import answer_fields, child_edge_control, send_entry
-from edge.routes import OriginSource, redact
+from edge.routes import ImageRequest, OriginSource, raw_source, redact
 from edge.security.gate import Gate
 from edge.serve import Server
 from edge.settings import EdgeSettings
 
 UNSAFE_METHODS = frozenset({"PUT", "POST", "DELETE", "PATCH"})
-FORWARDED_HEADERS = ("authorization", "content-type", "content-length", "if-match", "if-none-match")
 # Server-Timing names -> access-log fields (milliseconds)
 TIMING_FIELDS = {"origin": "upstream_ms", "parent": "upstream_ms", "transform": "transform_ms"}
 
@@ -63,6 +63,7 @@ class EdgeApp:
         fetcher: Fetcher,
         metrics: HTTPMetrics,
         gate: Gate,
+        proxy: Proxy,
     ) -> None:
         self.settings = settings
         self.server = server
@@ -70,6 +71,7 @@ class EdgeApp:
         self.fetcher = fetcher
         self.metrics = metrics
         self.gate = gate
+        self.proxy = proxy
         self.purge = Purge(settings, server, self.gate)
         self.clock = server.clock
 
@@ -117,26 +119,57 @@ class EdgeApp:
     async def _image(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw_bytes: bytes = scope.get("raw_path") or scope["path"].encode()
         scope["log"]["path"] = redact(raw_bytes.decode("utf-8", "replace").split("?", 1)[0])
-        _, request = self.gate.admit(raw_bytes)
+        path, request = self.gate.admit(raw_bytes)
         method = scope["method"]
+        source = request.source
+        if request.spec.is_identity and isinstance(source, OriginSource):
+            await self._identity(scope, receive, send, path, source, request)
+            return
         if method not in ("GET", "HEAD"):
-            source = request.source
-            allowed: tuple[str, ...] = ("GET", "HEAD")
-            if request.spec.is_identity and isinstance(source, OriginSource):
-                allowed = self.settings.passthrough_methods  # the operator's choice
-                if method in allowed and method in UNSAFE_METHODS:
-                    await self._forward(scope, receive, send, source)
-                    return
+            raise MethodNotAllowed(headers={"Allow": "GET, HEAD"})
+        await self._transformed(scope, receive, send, raw_bytes, request)
+
+    async def _identity(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        path: str,
+        source: OriginSource,
+        request: ImageRequest,
+    ) -> None:
+        """`/_/_/{path}`: the origin through the RFC 9111 cache (`edge/proxy.py`)."""
+        method = scope["method"]
+        query = scope.get("query_string", b"").decode("latin-1")
+        target = "/" + raw_source(path) + (f"?{query}" if query else "")
+        if method in ("GET", "HEAD"):
+            raw_bytes: bytes = scope.get("raw_path") or scope["path"].encode()
+
+            async def render() -> None:
+                await self._transformed(scope, receive, send, raw_bytes, request)
+
+            async with _deadline(self.settings.deadline_s + 1):
+                await self.proxy.get(scope, send, source.id, target, render)
+            return
+        allowed = self.settings.passthrough_methods  # the operator's choice
+        if method not in allowed or method not in UNSAFE_METHODS:
             raise MethodNotAllowed(headers={"Allow": ", ".join(allowed)})
+        await self.proxy.forward(scope, receive, send, target)
+
+    async def _transformed(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        raw_bytes: bytes,
+        request: ImageRequest,
+    ) -> None:
         headers = dict(scope["headers"])
         client = self.gate.client(scope.get("client"), headers.get(b"x-forwarded-for"))
         ask = make_ask(raw_bytes, headers, request, self.settings.deadline_s, client)
         ask.gone = lambda: _disconnected(receive)
-        try:
-            async with asyncio.timeout(self.settings.deadline_s + 1):
-                entry, status, timing = await self.server.answer(ask, self.gate.budget)
-        except TimeoutError:
-            raise GatewayTimeout("deadline exceeded") from None
+        async with _deadline(self.settings.deadline_s + 1):
+            entry, status, timing = await self.server.answer(ask, self.gate.budget)
         scope["log"]["cache"] = status
         scope["log"].update(timing_fields(timing))
         now = self.clock()
@@ -149,37 +182,19 @@ class EdgeApp:
             send,
             entry,
             fields,
-            head=method == "HEAD",
+            head=scope["method"] == "HEAD",
             if_none_match=headers.get(b"if-none-match"),
         )
 
-    async def _forward(
-        self, scope: Scope, receive: Receive, send: Send, source: OriginSource
-    ) -> None:
-        """An unsafe method on `/_/_/{key}`: forwarded to the origin (RFC 9111 §4.4), and
-        what this edge holds for the source is invalidated when the origin accepts it."""
-        headers = {
-            name.decode("latin-1"): value.decode("latin-1")
-            for name, value in scope["headers"]
-            if name.decode("latin-1") in FORWARDED_HEADERS
-        }
 
-        async def body() -> AsyncIterator[bytes]:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
-                yield message.get("body", b"")
-                if not message.get("more_body"):
-                    return
-
-        status, response_headers, content = await self.fetcher.forward(
-            scope["method"], source, headers, body()
-        )
-        if status < 400:
-            self.server.forget_source(source.id, soft=False)
-        await send({"type": "http.response.start", "status": status, "headers": response_headers})
-        await send({"type": "http.response.body", "body": content})
+@contextlib.asynccontextmanager
+async def _deadline(seconds: float) -> AsyncIterator[None]:
+    """The request's overall deadline: 504 past it, never a 500."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise GatewayTimeout("deadline exceeded") from None
 
 
 async def _disconnected(receive: Receive) -> None:

@@ -22,6 +22,7 @@ from edge.fastpath import FastPath
 from edge.origin_client import Fetcher
 from edge.produce import Producer
 from edge.protocol import edge_protocol
+from edge.proxy import Proxy
 from edge.security.connections import ConnectionLimits, allowed_connections
 from edge.security.gate import Gate
 from edge.security.limits import Limits
@@ -112,12 +113,22 @@ def build_app(
     )
     producer = Producer(settings, transformer, stats, clock)
     server = Server(settings, cache, upstream, producer, transformer, pool, stats, clock)
-    app = EdgeApp(settings, server, fetcher, metrics, gate)
+    proxy = Proxy(
+        settings,
+        cache,
+        fetcher,
+        transformer,
+        stats,
+        clock,
+        lambda source: server.forget_source(source, soft=False),
+    )
+    app = EdgeApp(settings, server, fetcher, metrics, gate, proxy)
     middleware = AccessMiddleware(
         app,
         metrics=metrics,
         classify=classify,
         access_log=AccessLog() if settings.access_log else None,
+        date=True,
     )
     fast = FastPath(middleware, cache, stats, clock)
     limits = ConnectionLimits(
@@ -130,5 +141,10 @@ def build_app(
     fast.http_protocol = edge_protocol(
         fast if settings.protocol_hits else None, limits, stats.connections
     )
-    fast.uvicorn_options = {"timeout_keep_alive": settings.keepalive_timeout_s}
+    # no Date from uvicorn: a proxied response keeps its origin's (RFC 9110 §6.6.1), and
+    # every other answer gets one where it is built (respond, the access middleware)
+    fast.uvicorn_options = {
+        "timeout_keep_alive": settings.keepalive_timeout_s,
+        "date_header": False,
+    }
     return fast

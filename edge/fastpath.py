@@ -27,7 +27,19 @@ from edge.respond import Ready, answer_fields
 from edge.routes import redact
 from edge.stats import EdgeStats
 
-FAST_LOG_LINES = 65536  # pre-built access-log fragments kept by the fast path
+FAST_LOG_LINES = 65536
+# request fields whose answer is not the stored entry as it is: conditionals, ranges,
+# the client's own cache directives (RFC 9111 §5.2.1), a child edge's CDN-Loop
+NOT_FAST = frozenset(
+    {
+        b"if-none-match",
+        b"if-modified-since",
+        b"range",
+        b"cache-control",
+        b"pragma",
+        b"cdn-loop",
+    }
+)  # pre-built access-log fragments kept by the fast path
 MEMORY = b"edge; hit; detail=memory"
 DISK = b"edge; hit; detail=disk"
 TIMING = {MEMORY: b"cache;desc=memory;dur=%.2f", DISK: b"cache;desc=disk;dur=%.2f"}
@@ -52,7 +64,7 @@ class FastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = scope.get("raw_path")
-        if scope["type"] != "http" or raw is None:
+        if scope["type"] != "http" or raw is None or scope.get("query_string"):
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -80,7 +92,7 @@ class FastPath:
             size += len(name) + len(value)
             if name == b"accept":
                 accept = value
-            elif name == b"if-none-match" or name == b"cdn-loop":
+            elif name in NOT_FAST:
                 return None
         if size > MAX_HEADER_BYTES or (method != "GET" and method != "HEAD"):  # 431 or not ours
             return None

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import aiohttp
 import httpx
+from multidict import CIMultiDict
 from yarl import URL
 
 from cdn_common.errors import (
@@ -105,6 +106,17 @@ def _fetched(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Proxied:
+    """An origin's whole answer on the identity route, with the RFC 9111 times."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    request_time: float
+    response_time: float
+
+
 class Fetcher:
     def __init__(
         self,
@@ -145,7 +157,11 @@ class Fetcher:
                 connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
                 timeout=self._origin_timeout,
                 cookie_jar=aiohttp.DummyCookieJar(),  # an origin's cookies are not ours
-                skip_auto_headers=("User-Agent",),
+                # bytes as the origin sent them: the identity route stores and forwards
+                # a Content-Encoding it negotiated with the client, and image fetches ask
+                # for no encoding at all
+                skip_auto_headers=("User-Agent", "Accept-Encoding"),
+                auto_decompress=False,
             )
         return self._origin
 
@@ -212,28 +228,46 @@ class Fetcher:
         except aiohttp.ClientConnectorError:
             return await self.origin.get(url, headers=headers, allow_redirects=False)
 
-    async def forward(
+    async def proxy(
         self,
         method: str,
-        source: OriginSource,
-        headers: dict[str, str],
-        body: AsyncIterator[bytes],
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """An unsafe request passed through to the origin, body streamed; its answer."""
-        url = URL(source.url(self.origin_url), encoded=True)
+        target: str,
+        headers: list[tuple[str, str]],
+        *,
+        max_bytes: int,
+        deadline: float,
+        body: AsyncIterator[bytes] | None = None,
+    ) -> Proxied:
+        """`method target` (path and query, as the client sent them) on the origin, with
+        the client's end-to-end headers; any status comes back, not raised."""
+        url = URL(self.origin_url + target, encoded=True)
+        sent = [(name, value) for name, value in headers]
+        if self._authorization is not None and method in ("GET", "HEAD"):
+            sent = [(n, v) for n, v in sent if n != "authorization"]
+            sent.append(("authorization", self._authorization))
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise GatewayTimeout("deadline exceeded before fetching")
+        request_time = self.clock()
         async with (
             _upstream_errors("origin"),
+            asyncio.timeout(remaining),
             self.origin.request(
-                method, url, headers=headers, data=body, allow_redirects=False
+                method, url, headers=CIMultiDict(sent), data=body, allow_redirects=False
             ) as response,
         ):
-            content = await response.read()
-            kept = [
-                (name.lower(), value)
-                for name, value in response.raw_headers
-                if name.lower() not in HOP_BY_HOP
-            ]
-            return response.status, kept, content
+            declared = response.headers.get("content-length", "")
+            if digits(declared) and int(declared) > max_bytes:
+                raise PayloadTooLarge("response is over the size limit")
+            parts: list[bytes] = []
+            size = 0
+            async for chunk in response.content.iter_any():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PayloadTooLarge("response is over the size limit")
+                parts.append(chunk)
+            raw = [(name.lower(), value) for name, value in response.raw_headers]
+            return Proxied(response.status, raw, b"".join(parts), request_time, self.clock())
 
     async def origin_ready(self) -> bool:
         """The origin answers: our origin's /healthz, or any non-5xx from another HTTP

@@ -42,6 +42,9 @@ class Producer:
         self.stats = stats
         self.clock = clock
         self._cache_control = settings.cache_control.encode()
+        trusted = settings.origin_trusted
+        self._default_swr = settings.stale_while_revalidate_s if trusted else 0.0
+        self._default_sie = settings.stale_if_error_s if trusted else 0.0
 
     async def make(
         self,
@@ -57,7 +60,7 @@ class Producer:
         if spec.is_identity and passthrough(fetched):
             # not decoded, but never a bomb: the header's size and frames against the limits
             # (read in a worker unless it is a JPEG or PNG header: never libvips here)
-            info = await self.transformer.probe(fetched, ask.deadline)
+            info = await self.transformer.probe(fetched.body, ask.deadline)
             if info.pages > self.limits.max_frames:
                 raise PayloadTooLarge("source has too many frames")
             body, content_type = fetched.body, fetched.content_type.split(";")[0]
@@ -120,7 +123,6 @@ class Producer:
     ) -> Entry:
         cc = directives(fetched.cache_control)
         received = fetched.received or self.clock()
-        settings = self.settings
         swr = cc.get("stale-while-revalidate")
         sie = cc.get("stale-if-error")
         return Entry(
@@ -132,8 +134,10 @@ class Producer:
             etag=etag,
             stored=received,
             fresh_until=received + (lifetime or 0.0),
-            swr=float(swr) if swr and digits(swr) else settings.stale_while_revalidate_s,
-            sie=float(sie) if sie and digits(sie) else settings.stale_if_error_s,
+            # stale only with permission: the origin's directives, or the operator's
+            # defaults for an origin marked trusted (RFC 5861; RFC 9111 §4.2.4)
+            swr=float(swr) if swr and digits(swr) else self._default_swr,
+            sie=float(sie) if sie and digits(sie) else self._default_sie,
             # RFC 9111 §4.2.4: these forbid serving stale; no lifetime at all: not stored
             must_revalidate=lifetime is None
             or any(

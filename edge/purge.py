@@ -59,6 +59,8 @@ class Purge:
                 dropped += sources.purge(source)
             return dropped
         request = self.gate.parse(target.split("?", 1)[0], allow_unsigned=True)
+        if request.spec.is_identity:  # the original, as the proxy keeps it: its source
+            return self.server.forget_source(request.source.id, soft=soft)
         return self.cache.purge_keys(variant_keys(request.source.id, request.spec), soft=soft)
 
 

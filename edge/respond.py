@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from starlette.types import Send
 
-from cdn_common.http import etag_matches_weak
+from cdn_common.http import etag_matches_weak, now_date
 from edge.cache.entry import Entry
 
 Fields = list[tuple[bytes, bytes]]
@@ -30,12 +30,16 @@ class Ready(NamedTuple):
 
 
 def answer_fields(entry: Entry, cache_status: bytes, timing: bytes, now: float) -> Fields:
-    """The per-request fields every answer adds to its entry's stored headers."""
-    return [
+    """The per-request fields every answer adds to its entry's stored headers: a Date
+    too when the entry keeps none of its own (a proxied response keeps its origin's)."""
+    fields = [
         (b"age", b"%d" % max(0, now - entry.stored)),
         (b"cache-status", cache_status),
         (b"server-timing", timing),
     ]
+    if not entry.has_date:
+        fields.append((b"date", now_date()))
+    return fields
 
 
 def child_edge_control(entry: Entry, now: float) -> tuple[bytes, bytes]:

@@ -149,3 +149,9 @@ def redact(raw_path: str) -> str:
         return raw_path
     _, _, rest = raw_path[1:].partition("/")
     return "/-/" + rest
+
+
+def raw_source(path: str) -> str:
+    """The source segment of a request path as sent (still percent-encoded)."""
+    rest = path[len(CDN_CGI) :] if path.startswith(CDN_CGI) else path[1:].partition("/")[2]
+    return rest.partition("/")[2]

@@ -79,6 +79,16 @@ class EdgeSettings(ServiceSettings):
     only_presets: bool = Field(
         False, description="Refuse any options but the presets' (and `_`, the original)."
     )
+    passthrough_types: StrList = Field(
+        ("image/*",),
+        description="Content types (patterns) the identity route `/_/_/{path}` passes on; "
+        "`*` for any. Non-raster images are rendered unless this is `*`.",
+    )
+    origin_trusted: bool = Field(
+        False,
+        description="Apply stale_while_revalidate_s / stale_if_error_s to responses whose "
+        "origin gives no such directive (only for an origin you run).",
+    )
     passthrough_methods: StrList = Field(
         ("GET", "HEAD"),
         description="Methods the identity route `/_/_/{key}` accepts; unsafe ones (PUT, "
@@ -144,10 +154,16 @@ class EdgeSettings(ServiceSettings):
         31_536_000, ge=0, description="Ceiling on the origin's freshness lifetime."
     )
     stale_while_revalidate_s: float = Field(
-        30, ge=0, description="Serve-stale-and-refresh window when the origin gives none."
+        30,
+        ge=0,
+        description="Serve-stale-and-refresh window when the origin gives none (only with "
+        "origin_trusted).",
     )
     stale_if_error_s: float = Field(
-        86400, ge=0, description="Serve-stale-on-origin-error window when the origin gives none."
+        86400,
+        ge=0,
+        description="Serve-stale-on-origin-error window when the origin gives none (only "
+        "with origin_trusted).",
     )
     negative_ttl_s: float = Field(
         10, ge=0, description="How long a 4xx (missing or undecodable source) is cached."
@@ -189,6 +205,7 @@ class EdgeSettings(ServiceSettings):
         "trusted_proxies",
         "allowed_widths",
         "passthrough_methods",
+        "passthrough_types",
         mode="before",
     )
     @classmethod

@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                 cache=root / "cache",
                 origin_port=free_port(),
                 edge_port=free_port(),
+                client_budgets=True,  # the defaults, as deployed
             )
             port = int(edge.url.rsplit(":", 1)[1])
             httpx.get(edge.url + HIT, timeout=30).raise_for_status()

@@ -108,6 +108,10 @@ def local_stack(scratch: Path, images: Path) -> Iterator[Target]:
                 "EDGE_ORIGIN_URL": origin.url,
                 "EDGE_CACHE_DIR": str(scratch / "cache"),
                 "EDGE_ACCESS_LOG": "false",
+                # one loopback address standing for every simulated user: no per-client
+                # miss budget (a deployed edge behind a proxy names clients by
+                # EDGE_TRUSTED_PROXIES instead)
+                "EDGE_CLIENT_MISS_RATE": "0",
             },
             scratch / "edge.log",
         )

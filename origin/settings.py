@@ -37,7 +37,9 @@ class OriginSettings(ServiceSettings):
     purge_webhooks: StrList = Field((), description="Edge purge URLs called on overwrite/delete.")
     purge_key: str | None = Field(None, description="Bearer secret sent to the purge webhooks.")
     cache_control: str = Field(
-        "public, max-age=3600", description="Cache-Control sent with every blob."
+        "public, max-age=3600, stale-while-revalidate=60, stale-if-error=86400",
+        description="Cache-Control sent with every blob (the stale-* directives are what "
+        "let edges serve stale: RFC 5861).",
     )
 
     @field_validator("purge_webhooks", mode="before")

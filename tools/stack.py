@@ -61,8 +61,12 @@ class Stack:
         origin_port: int,
         edge_port: int,
         edge_env: dict[str, str] | None = None,
+        client_budgets: bool = False,
     ) -> tuple[Service, Service]:
         """An origin over the directory `blobs` and an edge caching in `cache`, access logs off.
+
+        The edge's per-client miss budget is off unless `client_budgets`: a load generator
+        on loopback is one address standing for many users.
 
         `cache` is explicit: a benchmark that left it at the default (./data/cache) would
         find the previous run's variants on disk and measure hits instead of transforms.
@@ -76,6 +80,7 @@ class Stack:
                 "EDGE_ORIGIN_URL": origin.url,
                 "EDGE_CACHE_DIR": str(cache),
                 "EDGE_ACCESS_LOG": "false",
+                **({} if client_budgets else {"EDGE_CLIENT_MISS_RATE": "0"}),
                 **(edge_env or {}),
             },
         )

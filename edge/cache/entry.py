@@ -89,6 +89,10 @@ class Entry:
         self.aliases: list[bytes] = []  # request paths of the fast path that point here
         self.wire_head: bytes | None = None  # status line and headers as sent, built on first use
 
+    @property
+    def has_date(self) -> bool:
+        return any(name == b"date" for name, _ in self.headers)
+
     def head(self) -> bytes:
         """The status line and stored headers in HTTP/1.1 wire form (the protocol-level
         hit path sends them with its per-request lines), built once per entry."""

@@ -74,14 +74,14 @@ class Transformer:
         self._crashed: TTLCache[tuple[str, str], bool] = TTLCache(CRASHED_ENTRIES, CRASHED_S)
         self._proven: LRUCache[tuple[str, str], bool] = LRUCache(PROVEN_ENTRIES)
 
-    async def probe(self, fetched: Fetched, deadline: float) -> SourceInfo:
+    async def probe(self, body: bytes, deadline: float) -> SourceInfo:
         """The source's header checked against the limits: JPEG and PNG read here, any
         other format by libvips in a worker (a GIF declaring two million frames once
         stalled every hit for half a second when read on the event loop)."""
-        info = probe_in_python(fetched.body, self.limits)
+        info = probe_in_python(body, self.limits)
         if info is not None:
             return info
-        return await self.pool.run(probe, fetched.body, self.limits, cost=1, deadline=deadline)
+        return await self.pool.run(probe, body, self.limits, cost=1, deadline=deadline)
 
     def forget(self, source_id: str) -> None:
         """What is remembered of a source's headers goes with a purge of it."""

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from cdn_common.http import http_date
+from origin.settings import OriginSettings
 from tests.images import gif, jpeg, png, webp
 from tests.origin.conftest import ADMIN, READER, USERS, make_app
 
@@ -33,7 +34,8 @@ async def test_get_serves_bytes_with_cache_headers(client: httpx.AsyncClient) ->
     assert h["content-type"] == "image/jpeg"
     assert h["content-length"] == str(len(data))
     assert h["etag"].startswith('"') and h["etag"].endswith('"')
-    assert h["cache-control"] == "public, max-age=3600"
+    assert h["cache-control"] == OriginSettings().cache_control
+    assert "stale-while-revalidate=" in h["cache-control"]  # edges serve stale by its word
     assert h["accept-ranges"] == "bytes"
     assert h["x-content-type-options"] == "nosniff"
     assert "last-modified" in h
