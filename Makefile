@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+RUNSTAMP := $(VENV)/.runtime
 
 .PHONY: run test services lint typecheck unit bench clean
 
@@ -12,7 +13,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-run: $(STAMP)
+# `make run` needs only the runtime dependencies (about a fifth of the dev toolchain)
+$(RUNSTAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $(RUNSTAMP)
+
+run: $(RUNSTAMP)
 	$(BIN)/python -m tools.devserver
 
 test: $(STAMP) services lint typecheck unit
@@ -20,6 +28,8 @@ test: $(STAMP) services lint typecheck unit
 # The shared-cache tests start real redis-server and memcached processes (Debian's).
 services:
 	@command -v redis-server >/dev/null && command -v memcached >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo "make test needs redis-server and memcached on PATH (the shared-cache tests start real ones); install them with your package manager" >&2; exit 1; }; \
+	  echo "make test: installing redis-server and memcached with apt-get (the shared-cache tests start real ones)" >&2; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  $$SUDO apt-get install -y -q --no-install-recommends redis-server memcached || \

@@ -12,7 +12,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cdn_common.errors import HeadersTooLarge, HTTPError, URITooLong, error_body
@@ -32,6 +37,8 @@ class HTTPMetrics:
         self.registry = CollectorRegistry()
         self.requests = RequestSeries(namespace)
         self.registry.register(self.requests)
+        # the standard process_* series (CPU, memory, descriptors) of this process
+        ProcessCollector(registry=self.registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -35,6 +35,8 @@ def configure_logging(level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # pyvips logs libvips' own debug chatter (3-10 lines a request) at INFO and below
+    logging.getLogger("pyvips").setLevel(max(logging.WARNING, root.level))
 
 
 MILLIS = b'.%03dZ","level":"info","logger":"access","msg":"request",'

@@ -77,4 +77,8 @@ def serve(app: ASGIApp, host: str, port: int, *, name: str, grace_s: float = 10)
         "listening",
         extra={"fields": {"service": name, "url": f"http://{bound_host}:{bound_port}"}},
     )
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: no traceback
+        log.info("stopped", extra={"fields": {"service": name}})
+        raise SystemExit(130) from None  # the shell's code for "ended by SIGINT"

@@ -6,7 +6,11 @@ once at start-up and turns every validation problem into one line naming the set
 
 from __future__ import annotations
 
+import difflib
+import os
+import sys
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -64,10 +68,28 @@ def load_settings(cls: type[S], config_file: Path | None = None) -> S:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
     values = _section(cls, values)
+    for line in unknown_variables(cls, os.environ):
+        print(f"warning: {line}", file=sys.stderr)
     try:
         return cls(**values)
     except ValidationError as exc:
         raise ConfigError(_one_line(cls, exc)) from None
+
+
+def unknown_variables(cls: type[ServiceSettings], environ: Mapping[str, str]) -> list[str]:
+    """Environment variables with the service's prefix that name no setting (a typo is
+    otherwise silently ignored), each with the closest real name."""
+    prefix = str(cls.model_config.get("env_prefix", "")).upper()
+    if not prefix:
+        return []
+    known = [prefix + name.upper() for name in cls.model_fields]
+    found = []
+    for name in sorted(environ):
+        if name.upper().startswith(prefix) and name.upper() not in known:
+            close = difflib.get_close_matches(name.upper(), known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            found.append(f"{name} is not a setting and is ignored{hint}")
+    return found
 
 
 def _section(cls: type[ServiceSettings], values: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from cdn_common.asgi import HTTPMetrics, send_response, serve_lifespan
 from cdn_common.errors import GatewayTimeout, MethodNotAllowed
+from edge import hints
 from edge.keys import fast_key
 from edge.origin_client import Fetcher
 from edge.proxy import Proxy
@@ -91,8 +92,41 @@ class EdgeApp:
             if scope["method"] != "POST":
                 raise MethodNotAllowed(headers={"Allow": "POST"})
             await self.purge(scope, receive, send)
+        elif scope["method"] == "OPTIONS":
+            await self._preflight(scope, send)
         else:
             await self._image(scope, receive, send)
+
+    def _cors(self, headers: dict[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+        """Per-request CORS fields for a list of origins (`*` is in the entry itself)."""
+        allowed = self.settings.cors_origins
+        if not allowed or allowed == ("*",):
+            return []
+        origin = headers.get(b"origin")
+        fields = [(b"vary", b"Origin")]
+        if origin is not None and origin.decode("latin-1") in allowed:
+            fields += [(b"access-control-allow-origin", origin), (b"timing-allow-origin", origin)]
+        return fields
+
+    async def _preflight(self, scope: Scope, send: Send) -> None:
+        """A CORS preflight for an image URL (Fetch standard): which origin, methods and
+        request headers may be used, cached by the browser for a day."""
+        headers = dict(scope["headers"])
+        origin = headers.get(b"origin", b"")
+        allowed = self.settings.cors_origins
+        fields = [(b"allow", b"GET, HEAD, OPTIONS")]
+        if "*" in allowed or origin.decode("latin-1") in allowed:
+            fields += [
+                (b"access-control-allow-origin", b"*" if "*" in allowed else origin),
+                (b"access-control-allow-methods", b"GET, HEAD, OPTIONS"),
+                (b"access-control-max-age", b"86400"),
+            ]
+            asked = headers.get(b"access-control-request-headers")
+            if asked:
+                fields.append((b"access-control-allow-headers", asked))
+            if "*" not in allowed:
+                fields.append((b"vary", b"Origin"))
+        await send_response(send, 204, b"", b"text/plain", fields)
 
     async def _unready(self) -> bytes:
         """Why this node should not get traffic yet, or b"" when it should."""
@@ -119,7 +153,8 @@ class EdgeApp:
     async def _image(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw_bytes: bytes = scope.get("raw_path") or scope["path"].encode()
         scope["log"]["path"] = redact(raw_bytes.decode("utf-8", "replace").split("?", 1)[0])
-        path, request = self.gate.admit(raw_bytes)
+        headers = dict(scope["headers"])
+        path, request, hinted = self.gate.admit(raw_bytes, headers)
         method = scope["method"]
         source = request.source
         if request.spec.is_identity and isinstance(source, OriginSource):
@@ -127,7 +162,7 @@ class EdgeApp:
             return
         if method not in ("GET", "HEAD"):
             raise MethodNotAllowed(headers={"Allow": "GET, HEAD"})
-        await self._transformed(scope, receive, send, raw_bytes, request)
+        await self._transformed(scope, receive, send, raw_bytes, request, hinted)
 
     async def _identity(
         self,
@@ -163,6 +198,7 @@ class EdgeApp:
         send: Send,
         raw_bytes: bytes,
         request: ImageRequest,
+        hinted: bool = False,
     ) -> None:
         headers = dict(scope["headers"])
         client = self.gate.client(scope.get("client"), headers.get(b"x-forwarded-for"))
@@ -173,9 +209,12 @@ class EdgeApp:
         scope["log"]["cache"] = status
         scope["log"].update(timing_fields(timing))
         now = self.clock()
-        if entry.status == 200:
+        if entry.status == 200 and not hinted:  # a hinted path's answer depends on headers
             self.cache.learn_route(entry, fast_key(ask.raw, ask.klass) if ask.auto else ask.raw)
         fields = answer_fields(entry, status.encode(), timing.encode(), now)
+        fields += self._cors(headers)
+        if hinted:
+            fields.append((b"vary", hints.VARY))
         if ask.from_edge:
             fields.append(child_edge_control(entry, now))
         await send_entry(

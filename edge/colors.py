@@ -1,34 +1,17 @@
-"""CSS colours for `background=`: hex, rgb()/rgba() and the common names, as RGBA."""
+"""CSS colours for `background=`: hex, rgb()/rgba() and every CSS colour name, as RGBA."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+
+import webcolors
 
 RGBA = tuple[int, int, int, int]
 
-NAMED: dict[str, RGBA] = {
-    "transparent": (0, 0, 0, 0),
-    "black": (0, 0, 0, 255),
-    "white": (255, 255, 255, 255),
-    "red": (255, 0, 0, 255),
-    "green": (0, 128, 0, 255),
-    "lime": (0, 255, 0, 255),
-    "blue": (0, 0, 255, 255),
-    "yellow": (255, 255, 0, 255),
-    "cyan": (0, 255, 255, 255),
-    "aqua": (0, 255, 255, 255),
-    "magenta": (255, 0, 255, 255),
-    "fuchsia": (255, 0, 255, 255),
-    "gray": (128, 128, 128, 255),
-    "grey": (128, 128, 128, 255),
-    "silver": (192, 192, 192, 255),
-    "maroon": (128, 0, 0, 255),
-    "olive": (128, 128, 0, 255),
-    "navy": (0, 0, 128, 255),
-    "purple": (128, 0, 128, 255),
-    "teal": (0, 128, 128, 255),
-    "orange": (255, 165, 0, 255),
-}
+# every CSS named colour (webcolors' CSS3 table, 147 names) plus the two it leaves to
+# CSS Color 4: `transparent` and `rebeccapurple`
+EXTRA: dict[str, RGBA] = {"transparent": (0, 0, 0, 0), "rebeccapurple": (102, 51, 153, 255)}
 _HEX = re.compile(r"#?([0-9a-f]{3,4}|[0-9a-f]{6}|[0-9a-f]{8})")
 _FUNC = re.compile(r"rgba?\(([^)]*)\)")
 
@@ -36,8 +19,12 @@ _FUNC = re.compile(r"rgba?\(([^)]*)\)")
 def parse_color(text: str) -> RGBA:
     """RGBA for a CSS colour; ValueError for anything else."""
     value = text.strip().lower()
-    if value in NAMED:
-        return NAMED[value]
+    if value in EXTRA:
+        return EXTRA[value]
+    if value.isalpha():
+        with contextlib.suppress(ValueError):  # not a name: maybe hex without its `#`
+            named = webcolors.name_to_rgb(value, spec=webcolors.CSS3)
+            return (named.red, named.green, named.blue, 255)
     hexed = _HEX.fullmatch(value)
     if hexed:
         digits = hexed.group(1)

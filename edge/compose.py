@@ -18,7 +18,7 @@ from edge.cache.shared import SharedTier
 from edge.cache.sources import SourceCache
 from edge.cache.tiers import TieredCache
 from edge.clock import Clock, system_clock
-from edge.fastpath import FastPath
+from edge.fastpath import NOT_FAST, FastPath
 from edge.origin_client import Fetcher
 from edge.produce import Producer
 from edge.protocol import edge_protocol
@@ -130,7 +130,10 @@ def build_app(
         access_log=AccessLog() if settings.access_log else None,
         date=True,
     )
-    fast = FastPath(middleware, cache, stats, clock)
+    # with a list of CORS origins the answer depends on Origin: the full app adds it
+    cors_list = bool(settings.cors_origins) and settings.cors_origins != ("*",)
+    not_fast = NOT_FAST | {b"origin"} if cors_list else NOT_FAST
+    fast = FastPath(middleware, cache, stats, clock, not_fast)
     limits = ConnectionLimits(
         header_timeout_s=settings.header_timeout_s,
         max_header_bytes=settings.max_header_kb * 1024,

@@ -47,8 +47,14 @@ TIMING = {MEMORY: b"cache;desc=memory;dur=%.2f", DISK: b"cache;desc=disk;dur=%.2
 
 class FastPath:
     def __init__(
-        self, app: AccessMiddleware, cache: TieredCache, stats: EdgeStats, wall: Callable[[], float]
+        self,
+        app: AccessMiddleware,
+        cache: TieredCache,
+        stats: EdgeStats,
+        wall: Callable[[], float],
+        not_fast: frozenset[bytes] = NOT_FAST,
     ) -> None:
+        self.not_fast = not_fast
         self.app = app
         self.cache = cache
         self.stats = stats
@@ -92,7 +98,7 @@ class FastPath:
             size += len(name) + len(value)
             if name == b"accept":
                 accept = value
-            elif name in NOT_FAST:
+            elif name in self.not_fast:
                 return None
         if size > MAX_HEADER_BYTES or (method != "GET" and method != "HEAD"):  # 431 or not ours
             return None

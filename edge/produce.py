@@ -80,7 +80,7 @@ class Producer:
                 body, content_type = describe(rendered), "application/json"
             else:
                 body, content_type = rendered.body, CONTENT_TYPES[rendered.format]
-            cache_control = self._cache_control
+            cache_control = self.downstream(fetched, lifetime)
         etag = origin_etag or '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
         headers = [
             (b"content-type", content_type.encode()),
@@ -93,7 +93,49 @@ class Producer:
             headers.append((b"last-modified", fetched.last_modified.encode("latin-1")))
         if ask.auto:
             headers.append((b"vary", b"Accept"))
+        headers += self.settings.cors_fields
         return self.entry(ask, fetched, lifetime, 200, body, headers, etag.encode()), timing
+
+    def downstream(self, fetched: Fetched, lifetime: float | None) -> bytes:
+        """The Cache-Control a variant is sent with: `EDGE_CACHE_CONTROL`, never promising
+        more than its source did (RFC 9111: a variant is as fresh as its source at most).
+        Each lifetime is capped at the source's; a `no-cache` or `private` source makes
+        the variant so; `EDGE_CACHE_CONTROL_OVERRIDE=true` sends the setting as it is."""
+        if self.settings.cache_control_override:
+            return self._cache_control
+        source = directives(fetched.cache_control)
+        if "no-store" in source:
+            return b"no-store"
+        ours = directives(self.settings.cache_control)
+        if lifetime is None or "private" in source:
+            scope = "private"
+        elif "no-cache" in source:
+            return b"public, no-cache"
+        else:
+            scope = "public"
+        parts = [scope]
+        if scope == "private":  # a browser's lifetime: the source's max-age
+            given = source.get("max-age")
+            cap = int(given) if given is not None and digits(given) else 0
+        else:
+            cap = int(
+                freshness_lifetime(
+                    fetched.cache_control,
+                    fetched.expires,
+                    fetched.received or self.clock(),
+                    fetched.last_modified,
+                )
+            )
+        for name in ("max-age", "s-maxage"):
+            value = ours.get(name)
+            if value is not None and digits(value) and not (scope == "private" and name[0] == "s"):
+                parts.append(f"{name}={min(int(value), cap)}")
+        for name, value in ours.items():
+            if name in ("stale-while-revalidate", "stale-if-error", "immutable") and (
+                name in source or (name == "immutable" and "immutable" in source)
+            ):
+                parts.append(name if value is None else f"{name}={value}")
+        return ", ".join(parts).encode()
 
     def from_parent(self, ask: Ask, fetched: Fetched, lifetime: float | None) -> Entry:
         headers = [
@@ -109,6 +151,7 @@ class Producer:
             headers.append((b"last-modified", fetched.last_modified.encode("latin-1")))
         if ask.auto:
             headers.append((b"vary", b"Accept"))
+        headers += self.settings.cors_fields
         return self.entry(ask, fetched, lifetime, 200, fetched.body, headers, etag)
 
     def entry(

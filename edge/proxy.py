@@ -254,6 +254,8 @@ class Proxy:
         fetched: Proxied,
     ) -> tuple[Entry, bool]:
         kept = httpcache.stored_headers(fetched.headers)
+        if not httpcache.values(kept, b"access-control-allow-origin"):
+            kept += self.settings.cors_fields
         cc = httpcache.cache_directives(fetched.headers)
         field_names = cc.get("no-cache")
         if field_names:  # no-cache="a, b": store without those fields

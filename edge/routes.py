@@ -9,7 +9,7 @@ covers the path exactly as sent; options and source are percent-decoded after th
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
@@ -75,6 +75,7 @@ def parse_request(
     allowed_hosts: tuple[str, ...],
     presets: Mapping[str, str] | None = None,
     only_presets: bool = False,
+    rewrite: Callable[[str], str] | None = None,
 ) -> ImageRequest:
     """`presets`: names usable as the whole options segment (`/_/thumb/a.jpg`), as
     imgproxy's presets and Cloudflare's variants; `only_presets` refuses any other."""
@@ -102,6 +103,8 @@ def parse_request(
         decoded = presets[decoded]
     elif only_presets and decoded != "_":
         raise BadRequest("this edge serves named presets only")
+    if rewrite is not None:  # client hints: `width=auto` from the request's headers
+        decoded = rewrite(decoded)
     spec = parse_options(decoded)
     return ImageRequest(spec, parse_source(source, allowed_hosts))
 

@@ -79,6 +79,11 @@ class EdgeSettings(ServiceSettings):
     only_presets: bool = Field(
         False, description="Refuse any options but the presets' (and `_`, the original)."
     )
+    cors_origins: StrList = Field(
+        ("*",),
+        description="Origins sent Access-Control-Allow-Origin and Timing-Allow-Origin with "
+        "image responses: `*` for any (as image CDNs do), a list, or empty for none.",
+    )
     passthrough_types: StrList = Field(
         ("image/*",),
         description="Content types (patterns) the identity route `/_/_/{path}` passes on; "
@@ -187,8 +192,14 @@ class EdgeSettings(ServiceSettings):
     origin_connect_timeout_s: float = Field(2, gt=0, description="Origin connect timeout.")
     origin_read_timeout_s: float = Field(10, gt=0, description="Origin read timeout.")
     cache_control: str = Field(
-        "public, max-age=86400, stale-while-revalidate=60",
-        description="Cache-Control sent with transformed images.",
+        "public, max-age=3600, s-maxage=86400, stale-while-revalidate=60",
+        description="Cache-Control sent with transformed images: browsers keep them an "
+        "hour (so a purge reaches them soon), shared caches downstream a day.",
+    )
+    cache_control_override: bool = Field(
+        False,
+        description="Send cache_control with variants as it is; by default each lifetime "
+        "in it is capped at the source's (a variant never outlives its source's promise).",
     )
     jpeg_quality: int = Field(80, ge=1, le=100, description="Default JPEG quality.")
     webp_quality: int = Field(80, ge=1, le=100, description="Default WebP quality.")
@@ -206,6 +217,7 @@ class EdgeSettings(ServiceSettings):
         "allowed_widths",
         "passthrough_methods",
         "passthrough_types",
+        "cors_origins",
         mode="before",
     )
     @classmethod
@@ -288,7 +300,19 @@ class EdgeSettings(ServiceSettings):
     def _unsigned_default(self) -> EdgeSettings:
         if self.allow_unsigned is None:
             object.__setattr__(self, "allow_unsigned", not self.signing_keys)
+        elif not self.allow_unsigned and not self.signing_keys:
+            raise ValueError(
+                "allow_unsigned=false with no EDGE_SIGNING_KEYS would refuse every image "
+                "URL: set EDGE_SIGNING_KEYS"
+            )
         return self
+
+    @property
+    def cors_fields(self) -> list[tuple[bytes, bytes]]:
+        """CORS fields every image response carries when any origin may read it."""
+        if self.cors_origins == ("*",):
+            return [(b"access-control-allow-origin", b"*"), (b"timing-allow-origin", b"*")]
+        return []
 
     @property
     def unsigned_allowed(self) -> bool:

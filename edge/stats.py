@@ -143,6 +143,15 @@ class EdgeStats(Collector):
             "Misses refused with 503 because their expected wait was over max_queue_wait_s.",
             value=self.pool.shed,
         )
+        deaths = CounterMetricFamily(
+            "edge_worker_deaths",
+            "Transform worker processes that died mid-job (each is replaced): crashed "
+            "(a signal such as SIGSEGV), killed (SIGKILL), exited.",
+            labels=["cause"],
+        )
+        for cause, count in self.pool.worker_deaths.items():
+            deaths.add_metric([cause], count)
+        yield deaths
         yield CounterMetricFamily(
             "edge_transforms_abandoned",
             "Queued transforms dropped before starting: every client waiting had gone.",

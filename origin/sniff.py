@@ -50,6 +50,9 @@ def sniff_type(head: bytes) -> str | None:
     if not head:
         return None
     pointer = vips_lib.vips_foreign_find_load_buffer(head, len(head))
+    # a miss appends to libvips' process-wide error buffer, which nothing else clears:
+    # it grew by a line per sniffed non-image, for ever
+    vips_lib.vips_error_clear()
     if pointer == ffi.NULL:
         return None
     loader = ffi.string(pointer).decode()

@@ -24,8 +24,24 @@ IMAGE_ENV = dict(re.findall(r"^\s+(\w+)=(\S+?)(?: \\)?$", (ROOT / "Dockerfile").
 
 
 def resolve(value: str) -> str:
-    """compose's `${VAR:-default}` with VAR unset."""
-    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(value))
+    """compose's `${VAR:-default}` with VAR unset, and `${VAR:?message}` with VAR set
+    (to a stand-in, as an operator must)."""
+    value = re.sub(r"\$\{(\w+):\?[^}]*\}", lambda m: f"set-{m.group(1).lower()}", str(value))
+    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
+
+
+def test_no_secret_has_a_default_and_every_service_has_a_memory_limit() -> None:
+    text = (ROOT / "compose.yaml").read_text()
+    for secret in (
+        "EDGE_SIGNING_KEYS",
+        "EDGE_PURGE_KEYS",
+        "ORIGIN_ADMIN_SECRET",
+        "MINIO_ROOT_PASSWORD",
+    ):
+        assert re.search(rf"\$\{{{secret}:-", text) is None, secret
+        assert re.search(rf"\$\{{{secret}:\?", text), secret
+    for name, spec in OURS.items():
+        assert spec.get("mem_limit"), name
 
 
 def settings_of(name: str, monkeypatch: pytest.MonkeyPatch) -> ServiceSettings:

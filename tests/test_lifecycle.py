@@ -125,3 +125,15 @@ def test_a_bad_configuration_stops_the_start_with_one_line(module: str, tmp_path
         "(shutdown_grace_s): Input should be a valid number, unable to parse string as a "
         "number, got 'soon'"
     ]
+
+
+def test_ctrl_c_stops_a_service_without_a_traceback(tmp_path: Path) -> None:
+    service = PythonService(
+        "origin",
+        {"ORIGIN_STORAGE": f"file://{tmp_path}", "ORIGIN_ACCESS_LOG": "false"},
+        log=tmp_path / "origin.log",
+    ).start()
+    assert service.process is not None
+    service.process.send_signal(signal.SIGINT)
+    assert service.process.wait(timeout=20) == 130
+    assert "Traceback" not in (tmp_path / "origin.log").read_text()

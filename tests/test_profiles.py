@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cdn_common.settings import load_settings
+from cdn_common.settings import ConfigError, load_settings
 from edge.security.signing import signed_path
 from edge.settings import EdgeSettings
 from origin.samples import write_samples
@@ -34,9 +34,14 @@ def test_the_profiles_the_docs_promise_exist() -> None:
 
 
 @pytest.mark.parametrize("profile", PROFILES, ids=lambda p: p.stem)
-def test_every_profile_is_valid_settings(profile: Path) -> None:
+def test_every_profile_is_valid_settings(profile: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tables = sections(profile)
     assert tables and set(tables) <= set(SERVICES), "a profile holds [edge] and/or [origin]"
+    if tables.get("edge", {}).get("allow_unsigned") is False:
+        # signed-only with no key would refuse every URL: such a profile does not start
+        with pytest.raises(ConfigError, match="EDGE_SIGNING_KEYS"):
+            load_settings(SERVICES["edge"], profile)
+        monkeypatch.setenv("EDGE_SIGNING_KEYS", KEY)  # secrets come from the environment
     for service, values in tables.items():
         settings = load_settings(SERVICES[service], profile)
         for name, value in values.items():  # nothing silently ignored

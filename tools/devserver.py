@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,9 +16,24 @@ DATA = Path("data")
 ORIGIN_PORT = int(os.environ.get("ORIGIN_PORT", "8081"))
 EDGE_PORT = int(os.environ.get("EDGE_PORT", "8080"))
 DEV_KEY = "dev:dev-secret"
+DEV_PURGE_KEY = "dev-purge"
+
+
+def busy(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
 
 
 def main() -> int:
+    for port, variable in ((EDGE_PORT, "EDGE_PORT"), (ORIGIN_PORT, "ORIGIN_PORT")):
+        if busy(port):
+            print(f"port {port} is in use; set {variable}", file=sys.stderr)
+            return 1
     blobs = DATA / "blobs"
     subprocess.run([sys.executable, "-m", "origin", "seed", str(blobs)], check=True)
     stack = Stack()
@@ -25,12 +41,16 @@ def main() -> int:
         "ORIGIN_STORAGE": os.environ.get("ORIGIN_STORAGE", f"file://{blobs.resolve()}"),
         "ORIGIN_PORT": str(ORIGIN_PORT),
         "ORIGIN_API_KEYS": os.environ.get("ORIGIN_API_KEYS", DEV_KEY),
+        # an overwrite or delete purges the edge at once: "replace an image" just works
+        "ORIGIN_PURGE_WEBHOOKS": f"http://127.0.0.1:{EDGE_PORT}/_purge",
+        "ORIGIN_PURGE_KEY": DEV_PURGE_KEY,
     }
     try:
         origin = stack.start("origin", ORIGIN_PORT, env, DATA / "origin.log")
         edge_env = {
             "EDGE_PORT": str(EDGE_PORT),
             "EDGE_ORIGIN_URL": origin.url,
+            "EDGE_PURGE_KEYS": DEV_PURGE_KEY,
         }
         edge = stack.start("edge", EDGE_PORT, edge_env, DATA / "edge.log")
         e = edge.url

@@ -12,7 +12,10 @@ protocol (`edge/protocol.py`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 from cdn_common.errors import BadRequest
+from edge import hints
 from edge.clock import Clock
 from edge.routes import ImageRequest, parse_request
 from edge.security.budget import ClientAddress, MissBudget
@@ -25,6 +28,7 @@ class Gate:
         self.allow_unsigned = settings.unsigned_allowed
         self.allowed_hosts = settings.allowed_sources
         self.widths = frozenset(int(w) for w in settings.allowed_widths)
+        self.max_out = settings.max_out_px
         self.presets = settings.preset_table
         self.only_presets = settings.only_presets
         self.addresses = ClientAddress(settings.trusted_proxies)
@@ -33,21 +37,37 @@ class Gate:
     def client(self, peer: tuple[str, int] | None, forwarded_for: bytes | None) -> str:
         return self.addresses.of(peer[0] if peer else "", forwarded_for)
 
-    def admit(self, raw_path: bytes) -> tuple[str, ImageRequest]:
-        """The decoded path (without a query) and the request it names."""
+    def admit(
+        self, raw_path: bytes, headers: Mapping[bytes, bytes] | None = None
+    ) -> tuple[str, ImageRequest, bool]:
+        """The decoded path (without a query), the request it names, and whether client
+        hints chose its size (`width=auto`, `dpr=auto`: then the answer varies on them)."""
         try:
             path = raw_path.decode().split("?", 1)[0]
         except UnicodeDecodeError:
             raise BadRequest("path is not UTF-8") from None
-        request = self.parse(path, allow_unsigned=self.allow_unsigned)
+        hinted = False
+
+        def rewrite(options: str) -> str:
+            nonlocal hinted
+            options, hinted = hints.resolve(options, headers or {}, self.max_out, self.widths)
+            return options
+
+        request = self.parse(path, allow_unsigned=self.allow_unsigned, rewrite=rewrite)
         if self.widths:
             spec = request.spec
             for size in (spec.width, spec.height):
                 if size is not None and size not in self.widths:
                     raise BadRequest(f"size {size} is not one of this edge's allowed sizes")
-        return path, request
+        return path, request, hinted
 
-    def parse(self, path: str, *, allow_unsigned: bool) -> ImageRequest:
+    def parse(
+        self,
+        path: str,
+        *,
+        allow_unsigned: bool,
+        rewrite: Callable[[str], str] | None = None,
+    ) -> ImageRequest:
         return parse_request(
             path,
             keys=self.keys,
@@ -55,4 +75,5 @@ class Gate:
             allowed_hosts=self.allowed_hosts,
             presets=self.presets,
             only_presets=self.only_presets,
+            rewrite=rewrite,
         )

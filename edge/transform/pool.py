@@ -87,6 +87,8 @@ class TransformPool:
         self.shed = 0  # refused because the expected wait was too long
         self.abandoned = 0  # dropped before starting: no one waited for them any more
         self.stopped = 0  # killed past their deadline
+        # worker processes that died mid-job, by cause (each is replaced on the next job)
+        self.worker_deaths = {"crashed": 0, "killed": 0, "exited": 0}
         self._lanes = {"small": asyncio.Semaphore(workers), "large": asyncio.Semaphore(large)}
         self._threads = ThreadPoolExecutor(
             workers + large, thread_name_prefix="transform", initializer=_lower_thread
@@ -209,6 +211,7 @@ class TransformPool:
                 self.stopped += 1
                 raise GatewayTimeout("transform timed out: stopped") from None
             except WorkerDied as died:
+                self.worker_deaths[_death(died)] += 1
                 raise _died_error(died) from None
         finally:
             self.running -= 1
@@ -226,6 +229,12 @@ class TransformPool:
         for pool in self._processes.values():
             pool.close()
         self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+def _death(died: WorkerDied) -> str:
+    if died.signal == signal.SIGKILL:
+        return "killed"
+    return "crashed" if died.signal is not None else "exited"
 
 
 def _died_error(died: WorkerDied) -> HTTPError:

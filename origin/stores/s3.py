@@ -145,7 +145,13 @@ class S3Store:
         return True
 
     async def check(self) -> None:
-        await self._head(PROBE_KEY)
+        """Reachable, and the bucket there: a HEAD of a missing key in a missing bucket
+        is a plain 404, so readiness lists (one key at most) instead."""
+        listing = obstore.list(self._store, prefix=PROBE_KEY, chunk_size=1)
+        try:
+            await _guard(listing.collect_async())
+        except FileNotFoundError:
+            raise StoreUnavailable("bucket not found") from None
 
     async def close(self) -> None:
         return None

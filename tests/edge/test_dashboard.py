@@ -42,7 +42,8 @@ def test_dashboard_series_exist_and_metrics_follow_conventions(stack: Stack) -> 
         assert view in titles
 
     for name in names:
-        assert re.fullmatch(r"(edge|origin)_[a-z0-9_]+", name), name
+        # our series, and the standard process_* ones (prometheus_client's collector)
+        assert re.fullmatch(r"(edge|origin|process)_[a-z0-9_]+", name), name
         if "duration" in name:
             assert "_seconds" in name, name
         if name.endswith("_bytes") or "_bytes_" in name:

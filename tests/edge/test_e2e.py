@@ -278,6 +278,9 @@ def test_a_source_that_crashes_a_worker_costs_one_worker_not_one_per_variant(
         # new variants of it, one hot enough for a pre-shrunk copy (made in this process)
         later = [httpx.get(url.format(w), timeout=60) for w in (60, 70, 80)]
         fine = httpx.get(f"{edge_server.url}/_/w=50/fine.jpg", timeout=60)
+        metrics = httpx.get(f"{edge_server.url}/metrics").text
+    assert 'edge_worker_deaths_total{cause="crashed"} 1.0' in metrics
+    assert "process_resident_memory_bytes" in metrics
     assert first.status_code == 422 and first.text == "image crashed the decoder\n"
     assert [r.status_code for r in later] == [422] * 3
     assert crash_log.read_text() == "worker\n", (

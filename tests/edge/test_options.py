@@ -163,3 +163,17 @@ def test_a_signature_that_is_not_ascii_is_a_bad_signature() -> None:
             "/\u00e9t\u00e9/w=10/a.jpg", keys=("k",), allow_unsigned=False, allowed_hosts=()
         )
     assert refused.value.status == 403
+
+
+@pytest.mark.parametrize(
+    ("name", "rgba"),
+    [
+        ("cornflowerblue", (100, 149, 237, 255)),
+        ("rebeccapurple", (102, 51, 153, 255)),
+        ("PapayaWhip", (255, 239, 213, 255)),
+        ("transparent", (0, 0, 0, 0)),
+        ("abc", (170, 187, 204, 255)),  # hex without its '#'
+    ],
+)
+def test_every_css_colour_name_works(name: str, rgba: tuple[int, int, int, int]) -> None:
+    assert parse_options(f"background={name}").background == rgba

@@ -23,6 +23,7 @@ from origin.stores.base import (
     NewBlob,
     Precondition,
     Selection,
+    StoreUnavailable,
 )
 from tests.images import jpeg, noisy_jpeg
 from tests.servers import MotoServer
@@ -168,3 +169,12 @@ async def test_large_blob_streams_in_chunks(store: BlobStore) -> None:
 
 async def test_check_passes_on_a_working_store(store: BlobStore) -> None:
     await store.check()
+
+
+async def test_check_fails_when_the_bucket_is_missing(moto: MotoServer, s3_env: None) -> None:
+    """A reachable endpoint is not enough: readiness must see the bucket (a HEAD of a
+    missing key in a missing bucket is just a 404)."""
+    made = open_store("s3://no-such-bucket/p", s3_endpoint=moto.endpoint)
+    with pytest.raises(StoreUnavailable):
+        await made.check()
+    await made.close()
