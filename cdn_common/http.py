@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from functools import lru_cache
+from typing import Any
 
 from cdn_common.errors import RangeNotSatisfiable
 
@@ -27,9 +28,17 @@ def _http_date(seconds: int) -> str:
     return format_datetime(datetime.fromtimestamp(seconds, UTC), usegmt=True)
 
 
+_now: list[Any] = [-1, b""]  # the second last formatted, and its Date value
+
+
 def now_date() -> bytes:
     """The current time as a Date field value (formatted once a second)."""
-    return _http_date(int(time.time())).encode()
+    second = int(time.time())
+    if second != _now[0]:
+        _now[1] = _http_date(second).encode()
+        _now[0] = second
+    value: bytes = _now[1]
+    return value
 
 
 def parse_http_date(value: str) -> float | None:

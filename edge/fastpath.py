@@ -21,9 +21,7 @@ from starlette.types import Receive, Scope, Send
 from cdn_common.asgi import MAX_HEADER_BYTES, AccessMiddleware
 from cdn_common.metrics import tally
 from edge.cache.tiers import TieredCache
-from edge.keys import fast_key
-from edge.negotiate import accept_class
-from edge.respond import Ready, answer_fields
+from edge.respond import Ready
 from edge.routes import redact
 from edge.stats import EdgeStats
 
@@ -81,7 +79,7 @@ class FastPath:
             return
         entry = ready.entry
         body = entry.body if method == "GET" else b""
-        headers = entry.headers + ready.fields
+        headers = entry.headers + ready.fields()
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         self.account(raw, method, ready.cache_status, len(body), started)
@@ -102,7 +100,7 @@ class FastPath:
                 return None
         if size > MAX_HEADER_BYTES or (method != "GET" and method != "HEAD"):  # 431 or not ours
             return None
-        found = self.cache.exact(raw, lambda: fast_key(raw, accept_class(accept)))
+        found = self.cache.exact(raw, accept)
         if found is None:
             return None
         entry, in_memory = found
@@ -116,7 +114,8 @@ class FastPath:
             self.stats.count("disk")
             status = DISK
         timing = TIMING[status] % ((time.perf_counter() - started) * 1000)
-        return Ready(entry, answer_fields(entry, status, timing, now), status)
+        # tuple.__new__ is what the NamedTuple's own __new__ calls, less a Python frame
+        return tuple.__new__(Ready, (entry, max(0, int(now - entry.stored)), status, timing))
 
     def answered_in_protocol(self) -> None:
         self.stats.protocol_hits += 1

@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Protocol, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from edge.respond import Ready, wire_fields
+from edge.respond import Ready
 from edge.security.connections import (
     ConnectionLimits,
     ConnectionStats,
@@ -123,7 +123,7 @@ class HitProtocol(GuardedProtocol):
         if server_headers is not self.defaults[0]:  # uvicorn renews the list every second
             self.defaults[1] = b"".join(b"%s: %s\r\n" % header for header in server_headers)
             self.defaults[0] = server_headers
-        lines = self.defaults[1] + wire_fields(ready.fields) + b"\r\n"
+        lines = self.defaults[1] + ready.lines() + b"\r\n"
         if method == "GET":
             body = entry.body
             self.transport.writelines((entry.head(), lines, body))

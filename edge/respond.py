@@ -22,24 +22,39 @@ NOT_MODIFIED_DROPS = (b"content-length", b"content-type")
 
 
 class Ready(NamedTuple):
-    """A hit the fast paths can send as it is: the entry and its per-request fields."""
+    """A hit the fast paths can send as it is: the entry and its per-request fields (as
+    `answer_fields` gives them, or as wire lines for the protocol path)."""
 
     entry: Entry
-    fields: Fields
+    age: int
     cache_status: bytes
+    timing: bytes
+
+    def fields(self) -> Fields:
+        fields = [(AGE, b"%d" % self.age), (STATUS, self.cache_status), (TIMING, self.timing)]
+        if not self.entry.has_date:
+            fields.append((DATE, now_date()))
+        return fields
+
+    def lines(self) -> bytes:
+        """The same fields as HTTP/1.1 header lines."""
+        lines = b"age: %d\r\ncache-status: %s\r\nserver-timing: %s\r\n" % (
+            self.age,
+            self.cache_status,
+            self.timing,
+        )
+        if not self.entry.has_date:
+            lines += b"date: " + now_date() + b"\r\n"
+        return lines
+
+
+AGE, STATUS, TIMING, DATE = b"age", b"cache-status", b"server-timing", b"date"
 
 
 def answer_fields(entry: Entry, cache_status: bytes, timing: bytes, now: float) -> Fields:
     """The per-request fields every answer adds to its entry's stored headers: a Date
     too when the entry keeps none of its own (a proxied response keeps its origin's)."""
-    fields = [
-        (b"age", b"%d" % max(0, now - entry.stored)),
-        (b"cache-status", cache_status),
-        (b"server-timing", timing),
-    ]
-    if not entry.has_date:
-        fields.append((b"date", now_date()))
-    return fields
+    return Ready(entry, max(0, int(now - entry.stored)), cache_status, timing).fields()
 
 
 def child_edge_control(entry: Entry, now: float) -> tuple[bytes, bytes]:
@@ -50,11 +65,6 @@ def child_edge_control(entry: Entry, now: float) -> tuple[bytes, bytes]:
     if entry.must_revalidate:
         control += ", must-revalidate"
     return (b"cdn-cache-control", control.encode())
-
-
-def wire_fields(fields: Fields) -> bytes:
-    """Fields as HTTP/1.1 header lines."""
-    return b"".join(b"%s: %s\r\n" % field for field in fields)
 
 
 def not_modified(entry: Entry, if_none_match: bytes | None) -> bool:

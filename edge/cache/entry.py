@@ -41,6 +41,7 @@ class Entry:
     __slots__ = (
         "aliases",
         "body",
+        "dated",
         "etag",
         "fresh_until",
         "headers",
@@ -88,10 +89,14 @@ class Entry:
         self.source_modified = source_modified
         self.aliases: list[bytes] = []  # request paths of the fast path that point here
         self.wire_head: bytes | None = None  # status line and headers as sent, built on first use
+        self.dated: bool | None = None  # whether the stored headers hold a Date (found once)
 
     @property
     def has_date(self) -> bool:
-        return any(name == b"date" for name, _ in self.headers)
+        dated = self.dated
+        if dated is None:
+            dated = self.dated = any(name == b"date" for name, _ in self.headers)
+        return dated
 
     def head(self) -> bytes:
         """The status line and stored headers in HTTP/1.1 wire form (the protocol-level
@@ -183,6 +188,7 @@ class Entry:
         entry.must_revalidate = bool(flags & MUST_REVALIDATE)
         entry.aliases = []
         entry.wire_head = None
+        entry.dated = None
         return entry
 
 

@@ -14,6 +14,8 @@ from edge.cache.disk import DiskTier
 from edge.cache.entry import Entry
 from edge.cache.memory import MemoryTier
 from edge.cache.shared import GLOBAL, SharedTier
+from edge.keys import fast_key
+from edge.negotiate import accept_class
 
 _NO_ROUTES: dict[bytes, tuple[str, str]] = {}
 
@@ -73,10 +75,10 @@ class TieredCache:
         """Whether any exact request path is known yet (else `exact` cannot hit)."""
         return bool(self.memory.fast) or (self.disk is not None and bool(self.disk.routes))
 
-    def exact(self, raw: bytes, negotiated: Callable[[], bytes]) -> tuple[Entry, bool] | None:
+    def exact(self, raw: bytes, accept: bytes) -> tuple[Entry, bool] | None:
         """The entry a request path was last answered with, and whether it came from
-        memory (else from disk, now promoted). `negotiated()` is the path's key with its
-        format class: a path is either negotiated (`format=auto`) or not, so its raw and
+        memory (else from disk, now promoted). A path is either negotiated
+        (`format=auto`: its key adds the `Accept` format class) or not, so its raw and
         negotiated forms never both match, and the second is made only when the first is
         in neither tier."""
         memory = self.memory
@@ -86,7 +88,7 @@ class TieredCache:
             route = raw
             found = routes.get(raw)
             if found is None:
-                route = negotiated()
+                route = fast_key(raw, accept_class(accept))
                 entry = memory.fast.get(route)
                 found = routes.get(route)
             if entry is None:

@@ -86,6 +86,7 @@ class GuardedProtocol(HttpToolsProtocol):
     per_peer: ClassVar[dict[str, int]]  # open connections by peer address
     _peer: str | None = None
     _head_timer: asyncio.TimerHandle | None = None
+    _head_deadline = 0.0
     _head_bytes = 0
     _awaiting_head = False
 
@@ -124,12 +125,14 @@ class GuardedProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def _await_head(self) -> None:
+        """A request head is due by `header_timeout_s` from now. One timer per
+        connection checks the deadline when it fires (and re-arms for what is left), so
+        a keep-alive request costs a clock read, not a timer made and cancelled."""
         self._awaiting_head = True
         self._head_bytes = 0
+        self._head_deadline = self.loop.time() + self.limits.header_timeout_s
         if self._head_timer is None:
-            self._head_timer = self.loop.call_later(
-                self.limits.header_timeout_s, self._head_timed_out
-            )
+            self._head_timer = self.loop.call_at(self._head_deadline, self._head_check)
 
     def _stop_head_timer(self) -> None:
         if self._head_timer is not None:
@@ -149,11 +152,15 @@ class GuardedProtocol(HttpToolsProtocol):
         else:
             self.transport.abort()
 
-    def _head_timed_out(self) -> None:
+    def _head_check(self) -> None:
         self._head_timer = None
-        if self._awaiting_head:
-            self.stats.head_timeouts += 1
-            self._refuse(REQUEST_TIMEOUT)
+        if not self._awaiting_head:
+            return  # answering, or idle between requests (uvicorn's keep-alive timeout)
+        if self.loop.time() < self._head_deadline:
+            self._head_timer = self.loop.call_at(self._head_deadline, self._head_check)
+            return
+        self.stats.head_timeouts += 1
+        self._refuse(REQUEST_TIMEOUT)
 
     def data_received(self, data: bytes) -> None:
         if not self._awaiting_head:
@@ -180,9 +187,9 @@ class GuardedProtocol(HttpToolsProtocol):
         self._await_head()  # a keep-alive or pipelined request: its head is timed too
 
     def head_complete(self) -> None:
-        """The request head is in: its time and size limits no longer apply."""
+        """The request head is in: its time and size limits no longer apply (the timer,
+        if it fires meanwhile, finds nothing awaited)."""
         self._awaiting_head = False
-        self._stop_head_timer()
 
     def on_headers_complete(self) -> None:
         self.head_complete()
