@@ -93,9 +93,9 @@ class HitProtocol(GuardedProtocol):
     defaults: ClassVar[list[Any]] = [None, b""]  # uvicorn's default headers and their lines
 
     def on_headers_complete(self) -> None:
-        self.head_complete()
+        self._awaiting_head = False  # head_complete(), inline: this runs for every request
         url = self.url
-        cycle = cast("RequestResponseCycle | None", self.cycle)
+        cycle: RequestResponseCycle | None = self.cycle
         parser = self.parser
         method = METHODS.get(parser.get_method())
         if (

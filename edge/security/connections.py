@@ -163,16 +163,18 @@ class GuardedProtocol(HttpToolsProtocol):
         self._refuse(REQUEST_TIMEOUT)
 
     def data_received(self, data: bytes) -> None:
-        if not self._awaiting_head:
-            super().data_received(data)
-            return
-        room = self.limits.max_header_bytes - self._head_bytes
-        if len(data) <= room:
+        if self._awaiting_head:
             self._head_bytes += len(data)
-            super().data_received(data)
-            return
-        # the head must end within `room` bytes: feed no more than that while waiting
-        self._head_bytes += room
+            if self._head_bytes > self.limits.max_header_bytes:
+                self._head_over(data)
+                return
+        super().data_received(data)
+
+    def _head_over(self, data: bytes) -> None:
+        """`data` takes the head past its limit: feed only what fits while waiting; the
+        head must end within it, or the answer is 431."""
+        room = len(data) - (self._head_bytes - self.limits.max_header_bytes)
+        self._head_bytes = self.limits.max_header_bytes
         super().data_received(data[:room])
         if self.transport.is_closing():
             return
@@ -184,7 +186,12 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._await_head()  # a keep-alive or pipelined request: its head is timed too
+        # a keep-alive or pipelined request: its head is timed too (inline: every request)
+        self._awaiting_head = True
+        self._head_bytes = 0
+        self._head_deadline = self.loop.time() + self.limits.header_timeout_s
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_at(self._head_deadline, self._head_check)
 
     def head_complete(self) -> None:
         """The request head is in: its time and size limits no longer apply (the timer,

@@ -75,7 +75,7 @@ def test_a_protocol_hit_is_the_response_the_app_gives(origin: Any, loop: str) ->
                 assert ours.headers[name] == value, name
     assert head.headers["content-length"] == str(len(hit.content))
     assert hit.headers["date"].endswith(" GMT") and int(hit.headers["age"]) >= 0
-    assert hit.headers["server-timing"].startswith("cache;desc=memory;dur=")
+    assert hit.headers["server-timing"] == "cache;desc=memory"  # no dur on fast hits
 
 
 def test_every_path_answers_a_hit_with_the_same_header_names(origin: Any) -> None:
