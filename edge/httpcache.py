@@ -95,11 +95,64 @@ def seconds(value: str | None) -> int | None:
 def cache_directives(headers: Headers) -> dict[str, str | None]:
     """The directives this cache obeys: CDN-Cache-Control, else Surrogate-Control, else
     Cache-Control."""
-    for name in (b"cdn-cache-control", b"surrogate-control", b"cache-control"):
-        lines = values(headers, name)
-        if lines:
-            return directives(lines)
-    return {}
+    lines = values(headers, b"cdn-cache-control")
+    if lines:
+        return directives(lines)
+    lines = values(headers, b"surrogate-control")
+    if lines:
+        return surrogate_directives(lines)
+    return directives(values(headers, b"cache-control"))
+
+
+def surrogate_directives(lines: Iterable[str]) -> dict[str, str | None]:
+    """Edge Architecture 1.0 `Surrogate-Control`: a directive with `;device` targets one
+    named surrogate and is not ours (we have no device token); `max-age=60+30` is 60
+    fresh, then 30 more that may be served stale while revalidating."""
+    found: dict[str, str | None] = {}
+    for name, value in directives(lines).items():
+        if ";" in name or (value is not None and ";" in value):
+            continue
+        if name == "max-age" and value is not None and "+" in value:
+            value, _, extra = value.partition("+")
+            found.setdefault("stale-while-revalidate", extra.strip())
+        found.setdefault(name, value)
+    return found
+
+
+def qualified(cc: Directives, headers: Headers) -> tuple[dict[str, str | None], Headers]:
+    """`no-cache="a, b"` and `private="a"` (RFC 9111 §5.2.2.4, §5.2.2.7): a shared cache
+    may store the response without the listed fields, as if the directive were absent."""
+    kept_cc = dict(cc)
+    dropped: set[bytes] = set()
+    for name in ("no-cache", "private"):
+        fields = cc.get(name)
+        if fields and fields.strip():
+            dropped |= {f.strip().lower().encode("latin-1") for f in fields.split(",")}
+            del kept_cc[name]
+    return kept_cc, [(n, v) for n, v in headers if n not in dropped]
+
+
+def stale_window(cc: Directives, name: str, default: float) -> float:
+    """Seconds `stale-while-revalidate` / `stale-if-error` grant; `default` (the operator's,
+    for a trusted origin, else 0) when the response does not say."""
+    given = seconds(cc.get(name)) if name in cc else None
+    return float(given) if given is not None else default
+
+
+def source_lifetime(
+    cache_control: str | None, expires: str | None, date: float, last_modified: str | None
+) -> float:
+    """A fetched source's freshness for this cache, 0 when it must not be reused without
+    revalidation (no-store, private, no-cache, or nothing to go by)."""
+    cc = directives([cache_control or ""])
+    if {"no-store", "private", "no-cache"} & cc.keys():
+        return 0.0
+    headers: Headers = []
+    if expires is not None:
+        headers.append((b"expires", expires.encode("latin-1")))
+    if last_modified is not None:
+        headers.append((b"last-modified", last_modified.encode("latin-1")))
+    return lifetime(200, cc, headers, date) or 0.0
 
 
 def lifetime(
@@ -167,13 +220,18 @@ def storable(
 def stored_headers(headers: Headers) -> Headers:
     """What is kept and forwarded: no hop-by-hop fields, none that `Connection` lists,
     none this cache consumes (CDN-Cache-Control, Surrogate-Control)."""
-    listed = {
+    dropped = HOP_BY_HOP | CONSUMED | RECOMPUTED | connection_listed(headers)
+    return [(name, value) for name, value in headers if name not in dropped]
+
+
+def connection_listed(headers: Headers) -> set[bytes]:
+    """The field names `Connection` makes hop-by-hop (RFC 9110 §7.6.1)."""
+    return {
         token.strip().lower().encode("latin-1")
         for value in values(headers, b"connection")
         for token in value.split(",")
+        if token.strip()
     }
-    dropped = HOP_BY_HOP | CONSUMED | RECOMPUTED | listed
-    return [(name, value) for name, value in headers if name not in dropped]
 
 
 def vary_names(headers: Headers) -> tuple[str, ...]:

@@ -83,6 +83,13 @@ def _check_status(status: int, what: str) -> None:
     raise BadGateway(f"{what} answered {status}")
 
 
+def _lines(headers: Mapping[str, str], name: str) -> str | None:
+    """Every line of a field as one list (RFC 9110 §5.3): aiohttp's multidict and httpx's
+    Headers both yield each line from `items()` (httpx joins them with ", ")."""
+    found = [value for key, value in headers.items() if key.lower() == name]
+    return ", ".join(found) if found else None
+
+
 def _fetched(
     headers: Mapping[str, str],
     body: bytes,
@@ -97,8 +104,8 @@ def _fetched(
         content_type=headers.get("content-type", "application/octet-stream"),
         etag=headers.get("etag"),
         last_modified=headers.get("last-modified"),
-        cache_control=headers.get("cdn-cache-control") or headers.get("cache-control"),
-        expires=headers.get("expires"),
+        cache_control=_lines(headers, "cdn-cache-control") or _lines(headers, "cache-control"),
+        expires=_lines(headers, "expires"),
         seconds=time.monotonic() - started,
         received=received,
         not_modified=not_modified,

@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 from cdn_common.errors import HTTPError, PayloadTooLarge, error_body
 from cdn_common.http import digits
+from edge import httpcache
 from edge.cache.entry import Entry
 from edge.clock import Clock
-from edge.freshness import directives, freshness_lifetime
 from edge.negotiate import ACCEPT_FOR_CLASS
 from edge.origin_client import Fetched
 from edge.request import Ask
@@ -42,9 +42,7 @@ class Producer:
         self.stats = stats
         self.clock = clock
         self._cache_control = settings.cache_control.encode()
-        trusted = settings.origin_trusted
-        self._default_swr = settings.stale_while_revalidate_s if trusted else 0.0
-        self._default_sie = settings.stale_if_error_s if trusted else 0.0
+        self.stale_defaults = settings.stale_defaults
 
     async def make(
         self,
@@ -103,10 +101,10 @@ class Producer:
         the variant so; `EDGE_CACHE_CONTROL_OVERRIDE=true` sends the setting as it is."""
         if self.settings.cache_control_override:
             return self._cache_control
-        source = directives(fetched.cache_control)
+        source = _directives(fetched.cache_control)
         if "no-store" in source:
             return b"no-store"
-        ours = directives(self.settings.cache_control)
+        ours = _directives(self.settings.cache_control)
         if lifetime is None or "private" in source:
             scope = "private"
         elif "no-cache" in source:
@@ -119,7 +117,7 @@ class Producer:
             cap = int(given) if given is not None and digits(given) else 0
         else:
             cap = int(
-                freshness_lifetime(
+                httpcache.source_lifetime(
                     fetched.cache_control,
                     fetched.expires,
                     fetched.received or self.clock(),
@@ -164,10 +162,8 @@ class Producer:
         headers: list[tuple[bytes, bytes]],
         etag: bytes,
     ) -> Entry:
-        cc = directives(fetched.cache_control)
+        cc = _directives(fetched.cache_control)
         received = fetched.received or self.clock()
-        swr = cc.get("stale-while-revalidate")
-        sie = cc.get("stale-if-error")
         return Entry(
             key=ask.key,
             source=ask.source.id,
@@ -179,8 +175,8 @@ class Producer:
             fresh_until=received + (lifetime or 0.0),
             # stale only with permission: the origin's directives, or the operator's
             # defaults for an origin marked trusted (RFC 5861; RFC 9111 §4.2.4)
-            swr=float(swr) if swr and digits(swr) else self._default_swr,
-            sie=float(sie) if sie and digits(sie) else self._default_sie,
+            swr=httpcache.stale_window(cc, "stale-while-revalidate", self.stale_defaults[0]),
+            sie=httpcache.stale_window(cc, "stale-if-error", self.stale_defaults[1]),
             # RFC 9111 §4.2.4: these forbid serving stale; no lifetime at all: not stored
             must_revalidate=lifetime is None
             or any(
@@ -192,10 +188,10 @@ class Producer:
 
     def lifetime(self, fetched: Fetched) -> float | None:
         """Seconds fresh, clamped to the configured floor and ceiling; None: do not store."""
-        cc = directives(fetched.cache_control)
+        cc = _directives(fetched.cache_control)
         if "no-store" in cc or "private" in cc:
             return None
-        lifetime = freshness_lifetime(
+        lifetime = httpcache.source_lifetime(
             fetched.cache_control,
             fetched.expires,
             fetched.received or self.clock(),
@@ -225,6 +221,10 @@ class Producer:
             fresh_until=now + self.settings.negative_ttl_s,
             must_revalidate=True,
         )
+
+
+def _directives(cache_control: str | None) -> dict[str, str | None]:
+    return httpcache.directives([cache_control or ""])
 
 
 def passthrough(fetched: Fetched) -> bool:

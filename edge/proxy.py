@@ -19,6 +19,7 @@ image flow (SVG is never served as SVG there).
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import math
 import time
@@ -68,6 +69,7 @@ class Proxy:
         self.fills: Coalescer[Proxied] = Coalescer()
         self.vary: dict[str, tuple[str, ...]] = {}  # URL -> the request headers it varies on
         self.max_bytes = int(settings.max_src_mb * 1024 * 1024)
+        self.stale_defaults = settings.stale_defaults
 
     def allows(self, content_type: str) -> bool:
         kind = content_type.split(";")[0].strip().lower()
@@ -101,10 +103,13 @@ class Proxy:
                 await self._send(send, scope, *answer, headers, b"cache;desc=" + tier.encode())
                 return
             fetched = answer
+            # RFC 9211 §2.2: fresh but the request would not take it, or stale and changed
+            forward = "request" if entry.fresh_until > now else "stale"
         elif "only-if-cached" in request_cc:
             raise GatewayTimeout("not in cache (only-if-cached)")
         else:
             fetched = await self._fetch(target, headers, request_cc)
+            forward = "vary-miss" if self.vary.get(primary) else "uri-miss"
         if not self._deliverable(fetched):
             await render()
             return
@@ -113,12 +118,14 @@ class Proxy:
             info = await self.transformer.probe(fetched.body, self._deadline())
             if info.pages > self.transformer.limits.max_frames:
                 raise PayloadTooLarge("source has too many frames")
-        entry, stored = self._store(primary, headers, request_cc, source_id, fetched)
-        status = "edge; fwd=uri-miss" + ("; stored" if stored else "")
+        entry, stored, sent = self._store(primary, headers, request_cc, source_id, fetched)
+        status = f"edge; fwd={forward}; fwd-status={fetched.status}" + (
+            "; stored" if stored else ""
+        )
         if stored:
             self._learn(scope, entry, target)
         took = (fetched.response_time - fetched.request_time) * 1000
-        await self._send(send, scope, entry, status, headers, b"origin;dur=%.1f" % took)
+        await self._send(send, scope, sent, status, headers, b"origin;dur=%.1f" % took)
 
     def _learn(self, scope: Scope, entry: Entry, target: str) -> None:
         """Let the fast paths answer this exact path: a 200 without a query or Vary."""
@@ -149,7 +156,7 @@ class Proxy:
         fresh = fresh_for > min_fresh and (max_age is None or age <= max_age)
         if fresh and "no-cache" not in request_cc:
             self.stats.count(tier)
-            return entry, f"edge; hit; detail={tier}"
+            return entry, f"edge; hit; detail={tier}"  # as the fast path says it
         if (
             "max-stale" in request_cc
             and not entry.must_revalidate
@@ -185,7 +192,8 @@ class Proxy:
             raise
         if fetched.status == 304:
             self.stats.count("revalidated")
-            return entry, "edge; fwd=stale; fwd-status=304"
+            forward = "request" if fresh_for > 0 else "stale"
+            return entry, f"edge; fwd={forward}; fwd-status=304"
         if fetched.status >= 500 and entry.may_serve_stale(now, entry.sie):
             self.stats.count("stale_if_error")
             status = f"edge; fwd=stale; fwd-status={fetched.status}; detail=stale-if-error"
@@ -252,16 +260,13 @@ class Proxy:
         request_cc: httpcache.Directives,
         source_id: str,
         fetched: Proxied,
-    ) -> tuple[Entry, bool]:
+    ) -> tuple[Entry, bool, Entry]:
+        """The entry as stored, whether it was, and the entry to send the asker."""
         kept = httpcache.stored_headers(fetched.headers)
         if not httpcache.values(kept, b"access-control-allow-origin"):
             kept += self.settings.cors_fields
-        cc = httpcache.cache_directives(fetched.headers)
-        field_names = cc.get("no-cache")
-        if field_names:  # no-cache="a, b": store without those fields
-            dropped = {f.strip().lower().encode() for f in field_names.split(",")}
-            kept = [(n, v) for n, v in kept if n not in dropped]
-            cc = {k: v for k, v in cc.items() if k != "no-cache"}
+        full = kept
+        cc, kept = httpcache.qualified(httpcache.cache_directives(fetched.headers), kept)
         authorized = any(name == b"authorization" for name, _ in headers)
         names = httpcache.vary_names(fetched.headers)
         key = primary + "\x00" + httpcache.vary_key(names, headers)
@@ -277,8 +282,8 @@ class Proxy:
             etag=httpcache.first(kept, b"etag").encode("latin-1"),
             stored=born,
             fresh_until=born + (0.0 if "no-cache" in cc else (life or 0.0)),
-            swr=self._window(cc, "stale-while-revalidate", self.settings.stale_while_revalidate_s),
-            sie=self._window(cc, "stale-if-error", self.settings.stale_if_error_s),
+            swr=httpcache.stale_window(cc, "stale-while-revalidate", self.stale_defaults[0]),
+            sie=httpcache.stale_window(cc, "stale-if-error", self.stale_defaults[1]),
             must_revalidate=bool({"must-revalidate", "proxy-revalidate", "s-maxage"} & cc.keys()),
             source_etag=httpcache.first(kept, b"etag") or None,
             source_modified=httpcache.first(kept, b"last-modified") or None,
@@ -291,13 +296,11 @@ class Proxy:
                 self.vary.pop(next(iter(self.vary)))
             self.vary[primary] = names
             self.cache.store(entry)
-        return entry, keep
-
-    def _window(self, cc: httpcache.Directives, name: str, default: float) -> float:
-        given = httpcache.seconds(cc.get(name)) if name in cc else None
-        if given is not None:
-            return float(given)
-        return default if self.settings.origin_trusted else 0.0
+        sent = entry
+        if len(kept) != len(full):  # the asker still gets the fields kept from others
+            sent = copy.copy(entry)
+            sent.headers, sent.wire_head = httpcache.with_length(full, len(fetched.body)), None
+        return entry, keep, sent
 
     # -- answers ----------------------------------------------------------------------
 
@@ -389,11 +392,7 @@ class Proxy:
         return httpcache.vary_key(self.vary.get(f"proxy\x00{target}", ()), headers)
 
     def _forwarded(self, headers: httpcache.Headers, *, store: bool) -> list[tuple[str, str]]:
-        listed = {
-            token.strip().lower().encode("latin-1")
-            for value in httpcache.values(headers, b"connection")
-            for token in value.split(",")
-        }
+        listed = httpcache.connection_listed(headers)
         dropped = NOT_FORWARDED | listed | (CONDITIONAL if store else frozenset())
         return [
             (name.decode("latin-1"), value.decode("latin-1"))

@@ -308,6 +308,14 @@ class EdgeSettings(ServiceSettings):
         return self
 
     @property
+    def stale_defaults(self) -> tuple[float, float]:
+        """(stale-while-revalidate, stale-if-error) seconds for a response that names
+        neither: the operator's, for an origin marked trusted; else none (RFC 5861)."""
+        if not self.origin_trusted:
+            return 0.0, 0.0
+        return self.stale_while_revalidate_s, self.stale_if_error_s
+
+    @property
     def cors_fields(self) -> list[tuple[bytes, bytes]]:
         """CORS fields every image response carries when any origin may read it."""
         if self.cors_origins == ("*",):

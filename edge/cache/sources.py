@@ -19,7 +19,7 @@ from typing import Any
 from cachetools import LRUCache
 
 from edge.cache.policy import S3FIFO
-from edge.freshness import freshness_lifetime
+from edge.httpcache import source_lifetime
 from edge.origin_client import Fetched
 
 PIVOT_SIDE = 1280  # long side of a pre-shrunk copy: covers the common 100-1280 px variants
@@ -59,7 +59,7 @@ class SourceCache:
     def put(self, source_id: str, fetched: Fetched) -> None:
         """Keep a source for as long as its freshness lifetime allows (S3-FIFO keeps
         one-hit wonders from evicting the sources that are reused)."""
-        lifetime = freshness_lifetime(
+        lifetime = source_lifetime(
             fetched.cache_control, fetched.expires, self._wall(), fetched.last_modified
         )
         if lifetime > 0:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from cdn_common.http import http_date
+from edge import httpcache
 from edge.cache.sources import SourceCache
-from edge.freshness import freshness_lifetime
+from edge.httpcache import source_lifetime
 from edge.origin_client import Fetched
 
 NOW = 1_800_000_000.0
@@ -33,7 +34,31 @@ NOW = 1_800_000_000.0
 def test_lifetime(
     cache_control: str | None, expires: str | None, last_modified: str | None, lifetime: float
 ) -> None:
-    assert freshness_lifetime(cache_control, expires, NOW, last_modified) == pytest.approx(lifetime)
+    assert source_lifetime(cache_control, expires, NOW, last_modified) == pytest.approx(lifetime)
+
+
+def test_surrogate_control_targets_and_stale_extension() -> None:
+    headers = [(b"surrogate-control", b"max-age=30+90, no-store;other-device")]
+    cc = httpcache.cache_directives([*headers, (b"cache-control", b"no-store")])
+    assert cc == {"max-age": "30", "stale-while-revalidate": "90"}
+    cdn = [(b"cdn-cache-control", b"max-age=5"), *headers]
+    assert httpcache.cache_directives(cdn) == {"max-age": "5"}, "CDN-Cache-Control first"
+
+
+def test_directives_are_one_list_and_quoted_commas_stay_inside() -> None:
+    cc = httpcache.directives(['no-cache="Set-Cookie, X-A", MAX-AGE=10', "max-age=99, public"])
+    assert cc == {"no-cache": "Set-Cookie, X-A", "max-age": "10", "public": None}
+    kept_cc, kept = httpcache.qualified(
+        cc, [(b"set-cookie", b"a"), (b"x-a", b"b"), (b"etag", b'"e"')]
+    )
+    assert "no-cache" not in kept_cc and kept == [(b"etag", b'"e"')]
+
+
+def test_stale_windows_come_from_the_response_else_the_default() -> None:
+    cc = httpcache.directives(["max-age=1, stale-while-revalidate=30, stale-if-error=bad"])
+    assert httpcache.stale_window(cc, "stale-while-revalidate", 0.0) == 30
+    assert httpcache.stale_window(cc, "stale-if-error", 600.0) == 600
+    assert httpcache.stale_window({}, "stale-if-error", 0.0) == 0
 
 
 def fetched(cache_control: str | None = "max-age=10", expires: str | None = None) -> Fetched:

@@ -153,12 +153,12 @@ def test_vary_keys_by_the_named_request_headers(origin: Any, clock: ManualClock)
         en2 = httpx.get(f"{edge.url}/_/_/a", headers={"Accept-Language": "en"})
         assert (en.content, fr.content, en2.content) == (b"en", b"fr", b"en")
         assert en2.headers["cache-status"].startswith("edge; hit")
-        assert fr.headers["cache-status"].startswith("edge; fwd=uri-miss")
+        assert fr.headers["cache-status"] == "edge; fwd=vary-miss; fwd-status=200; stored"
     app.respond = answer(("Cache-Control", "max-age=60"), ("Vary", "*"))
     with edge_for(server, clock=clock, cache_dir="star") as edge:
         httpx.get(f"{edge.url}/_/_/b.jpg")
         again = httpx.get(f"{edge.url}/_/_/b.jpg")
-        assert again.headers["cache-status"] == "edge; fwd=uri-miss"  # never stored
+        assert again.headers["cache-status"] == "edge; fwd=uri-miss; fwd-status=200"  # not stored
 
 
 def test_age_and_date_follow_the_origin(origin: Any, clock: ManualClock) -> None:
@@ -284,9 +284,31 @@ def test_request_directives(origin: Any, clock: ManualClock) -> None:
         asked = len(app.seen)
         no_cache = httpx.get(f"{edge.url}/_/_/a.jpg", headers={"Cache-Control": "no-cache"})
         assert len(app.seen) == asked + 1 and no_cache.status_code == 200
+        # RFC 9211: a fresh response the request would not take is forwarded "by request"
+        assert no_cache.headers["cache-status"].startswith("edge; fwd=request; fwd-status=200")
         clock.advance(10)
+        hit = httpx.get(f"{edge.url}/_/_/a.jpg")
+        assert hit.headers["cache-status"] == "edge; hit; detail=memory"
         too_old = httpx.get(f"{edge.url}/_/_/a.jpg", headers={"Cache-Control": "max-age=5"})
-        assert too_old.headers["cache-status"].startswith("edge; fwd")
+        assert too_old.headers["cache-status"].startswith("edge; fwd=request")
+
+
+def test_qualified_private_keeps_the_rest(origin: Any, clock: ManualClock) -> None:
+    app, server = origin
+    app.respond = answer(
+        ("Cache-Control", 'max-age=60, private="Set-Cookie"'), ("Set-Cookie", "id=alice")
+    )
+    with edge_for(server, clock=clock) as edge:
+        first = httpx.get(f"{edge.url}/_/_/a.jpg")
+        assert first.headers["set-cookie"] == "id=alice"  # the one who asked gets it
+        again = httpx.get(f"{edge.url}/_/_/a.jpg")
+        assert again.headers["cache-status"].startswith("edge; hit")
+        assert "set-cookie" not in again.headers, "a listed private field is never shared"
+    app.respond = answer(("Cache-Control", "max-age=60, private"))
+    with edge_for(server, clock=clock, cache_dir="plain") as edge:
+        httpx.get(f"{edge.url}/_/_/b.jpg")
+        again = httpx.get(f"{edge.url}/_/_/b.jpg")
+        assert again.headers["cache-status"].startswith("edge; fwd=uri-miss")
 
 
 def test_unsafe_methods_invalidate_the_uri_and_its_location(
