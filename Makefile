@@ -25,15 +25,17 @@ run: $(RUNSTAMP)
 
 test: $(STAMP) services lint typecheck unit
 
-# The shared-cache tests start real redis-server and memcached processes (Debian's).
+# The shared-cache tests start real redis-server and memcached processes (Debian's), and
+# the browser test drives Debian's chromium (Playwright cannot download its own here).
+SERVICES := redis-server memcached chromium
 services:
-	@command -v redis-server >/dev/null && command -v memcached >/dev/null || { \
-	  command -v apt-get >/dev/null || { echo "make test needs redis-server and memcached on PATH (the shared-cache tests start real ones); install them with your package manager" >&2; exit 1; }; \
-	  echo "make test: installing redis-server and memcached with apt-get (the shared-cache tests start real ones)" >&2; \
+	@command -v redis-server >/dev/null && command -v memcached >/dev/null && command -v chromium >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo "make test needs redis-server and memcached on PATH (the shared-cache tests start real ones) and chromium (the browser test); install them with your package manager" >&2; exit 1; }; \
+	  echo "make test: installing $(SERVICES) with apt-get (the shared-cache tests start real servers; the browser test drives chromium)" >&2; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  $$SUDO apt-get install -y -q --no-install-recommends redis-server memcached || \
-	  { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends redis-server memcached; }; }
+	  $$SUDO apt-get install -y -q --no-install-recommends $(SERVICES) || \
+	  { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends $(SERVICES); }; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

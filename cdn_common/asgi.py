@@ -22,8 +22,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cdn_common.errors import HeadersTooLarge, HTTPError, URITooLong, error_body
 from cdn_common.http import now_date
-from cdn_common.logs import AccessLog
-from cdn_common.metrics import RequestSeries
+from cdn_common.logs import REQUEST_ID, AccessLog, RequestFields
+from cdn_common.metrics import RequestSeries, cache_outcome
 
 error_log = logging.getLogger("errors")
 # `_created` series double every counter for no use on a dashboard.
@@ -138,6 +138,7 @@ class AccessMiddleware:
         self.metrics = metrics
         self.classify = classify
         self.access_log = access_log
+        self.requests = access_log.requests if access_log is not None else RequestFields()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -163,6 +164,10 @@ class AccessMiddleware:
 
         fields: dict[str, Any] = {}
         scope["log"] = fields
+        client = scope.get("client")
+        who, request_id = self.requests.members(client[0] if client else "", scope["headers"])
+        fields["request_id"] = request_id
+        token = REQUEST_ID.set(request_id)  # fetches made for this request send it on
         series = self.metrics.requests
         series.in_flight += 1
         try:
@@ -178,9 +183,12 @@ class AccessMiddleware:
                 raise
             await send_error(observe, HTTPError(), head=scope["method"] == "HEAD")
         finally:
+            REQUEST_ID.reset(token)
             series.in_flight -= 1
             elapsed = time.perf_counter() - start
-            series.observe(self.classify(scope["path"]), scope["method"], status, elapsed, sent)
+            route = self.classify(scope["path"])
+            cache = cache_outcome(fields.get("cache"))
+            series.observe(route, scope["method"], status, elapsed, sent, cache)
             if self.access_log is not None:
                 fields.update(
                     method=scope["method"],
@@ -189,4 +197,4 @@ class AccessMiddleware:
                     bytes=sent,
                     duration_ms=round(elapsed * 1000, 3),
                 )
-                self.access_log.write(fields)
+                self.access_log.write(fields, who)

@@ -130,6 +130,8 @@ def build_app(
         access_log=AccessLog() if settings.access_log else None,
         date=True,
     )
+    # the access log names a client as the budgets do: past the trusted proxies
+    middleware.requests.client_of = gate.addresses.of
     # with a list of CORS origins the answer depends on Origin: the full app adds it
     cors_list = bool(settings.cors_origins) and settings.cors_origins != ("*",)
     not_fast = NOT_FAST | {b"origin"} if cors_list else NOT_FAST

@@ -19,6 +19,7 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from cdn_common.asgi import MAX_HEADER_BYTES, AccessMiddleware
+from cdn_common.logs import Headers, Peer
 from cdn_common.metrics import tally
 from edge.cache.tiers import TieredCache
 from edge.respond import Ready
@@ -84,7 +85,8 @@ class FastPath:
         headers = entry.headers + ready.fields()
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-        self.account(raw, method, ready.cache_status, len(body), started)
+        peer, asked = scope.get("client"), scope["headers"]
+        self.account(raw, method, ready.cache_status, len(body), started, peer, asked)
 
     def ready(
         self, raw: bytes, headers: Iterable[tuple[bytes, bytes]], method: str
@@ -121,12 +123,22 @@ class FastPath:
     def answered_in_protocol(self) -> None:
         self.stats.protocol_hits += 1
 
-    def account(self, raw: bytes, method: str, status: bytes, sent: int, started: float) -> None:
-        """A hit into the request metrics and the access log, as the full app records it."""
+    def account(
+        self,
+        raw: bytes,
+        method: str,
+        status: bytes,
+        sent: int,
+        started: float,
+        peer: Peer = None,
+        headers: Headers | None = None,
+    ) -> None:
+        """A hit into the request metrics and the access log, as the full app records it
+        (the request's own fields, `peer` and `headers`, are read when the log flushes)."""
         elapsed = time.perf_counter() - started
         row = self._rows.get(method)
         if row is None:
-            row = self._rows[method] = self.series.row("image", method, 200)
+            row = self._rows[method] = self.series.row("image", method, 200, "hit")
         tally(row, self.buckets, elapsed, sent)
         if self.access_log is not None:
             # the line's constant part is built once per (path, method, size, tier)
@@ -140,4 +152,4 @@ class FastPath:
                 fields.update(cache=status.decode(), status=200, bytes=sent)
                 fragment = orjson.dumps(fields)[1:-1] + b',"duration_ms":'
                 self._lines[line_key] = fragment
-            self.access_log.write_timed(fragment, elapsed)
+            self.access_log.write_timed(fragment, elapsed, peer, headers)

@@ -34,6 +34,7 @@ from cdn_common.errors import (
     PayloadTooLarge,
 )
 from cdn_common.http import digits
+from cdn_common.logs import REQUEST_ID
 from edge.clock import Clock, system_clock
 from edge.routes import OriginSource, Source
 from edge.security.netguard import IP, ForbiddenAddress, guarded_transport, public_address
@@ -195,6 +196,9 @@ class Fetcher:
         `validators` (ETag, Last-Modified) make it a conditional request: a 304 comes
         back as `not_modified` with no body. `via` replaces the URL (a parent edge)."""
         request_headers = dict(headers or {})
+        request_id = REQUEST_ID.get()
+        if request_id is not None:  # the origin logs the same id (the first asker's)
+            request_headers["x-request-id"] = request_id
         etag, modified = validators
         if etag:
             request_headers["if-none-match"] = etag
@@ -249,6 +253,9 @@ class Fetcher:
         the client's end-to-end headers; any status comes back, not raised."""
         url = URL(self.origin_url + target, encoded=True)
         sent = [(name, value) for name, value in headers]
+        request_id = REQUEST_ID.get()
+        if request_id is not None and not any(n == "x-request-id" for n, _ in sent):
+            sent.append(("x-request-id", request_id))
         if self._authorization is not None and method in ("GET", "HEAD"):
             sent = [(n, v) for n, v in sent if n != "authorization"]
             sent.append(("authorization", self._authorization))

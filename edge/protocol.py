@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Protocol, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from cdn_common.logs import Headers, Peer
 from edge.respond import Ready
 from edge.security.connections import (
     ConnectionLimits,
@@ -44,7 +45,14 @@ class Hits(Protocol):
     ) -> Ready | None: ...
 
     def account(
-        self, raw: bytes, method: str, status: bytes, sent: int, started: float
+        self,
+        raw: bytes,
+        method: str,
+        status: bytes,
+        sent: int,
+        started: float,
+        peer: Peer = None,
+        headers: Headers | None = None,
     ) -> None: ...
 
     def answered_in_protocol(self) -> None: ...
@@ -134,7 +142,7 @@ class HitProtocol(GuardedProtocol):
         self.cycle = ANSWERED
         self.hits.answered_in_protocol()
         self.on_response_complete()  # counts it, arms keep-alive or starts a pipelined one
-        self.hits.account(url, method, ready.cache_status, sent, started)
+        self.hits.account(url, method, ready.cache_status, sent, started, self.client, self.headers)
 
 
 def edge_protocol(

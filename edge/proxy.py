@@ -315,6 +315,8 @@ class Proxy:
     ) -> None:
         now = self.clock()
         head = scope["method"] == "HEAD"
+        if "log" in scope:
+            scope["log"]["cache"] = status
         fields = answer_fields(entry, status.encode(), timing, now)
         stored = entry.headers
         code, body, extra = entry.status, bytes(entry.body), []

@@ -47,31 +47,70 @@ class Profile:
     alpha: float = 0.9
     cores_per_node: int = 8
     utilisation: float = 0.6
+    node_gbps: float = 10.0  # each node's network link
+
+
+SIMULATED_REQUESTS = 400_000  # the simulator's budget (~5 s); objects shrink to keep it
+MIN_OBJECTS = 1_000
 
 
 @dataclass(frozen=True)
 class Measured:
     l1_rps: float  # one edge process, L1 hits
     l2_rps: float  # one edge process, L2 (disk) hits
-    transform_per_core: float  # unique-URL transforms a second per core, mean of workloads
+    # unique-URL transforms a second per core, for the traffic's mix of workloads: the
+    # harmonic mean weighted by each workload's share (time per transform averages, rates
+    # do not: one slow workload in four costs more than the plain mean of rates says)
+    transform_per_core: float
+    workloads: tuple[tuple[str, float, float], ...] = ()  # name, per core, share
 
     @classmethod
-    def from_results(cls, path: Path) -> Measured:
+    def from_results(cls, path: Path, mix: dict[str, float] | None = None) -> Measured:
+        """`mix`: a share for some workloads (by the start of their names); the rest share
+        what is left equally. None: every workload alike."""
         data = json.loads(path.read_text())
         hits = {h["name"]: h["rps"] for h in data["hits"]}
-        per_core = [t["edge_rps"] / data["cores"] for t in data["transforms"]]
-        return cls(hits["edge L1 hit"], hits["edge L2 hit"], sum(per_core) / len(per_core))
+        rows = [
+            (t.get("name", f"workload {i + 1}"), t["edge_rps"] / data["cores"])
+            for i, t in enumerate(data["transforms"])
+        ]
+        shares = _shares([name for name, _ in rows], mix or {})
+        seconds = sum(share / rate for (_, rate), share in zip(rows, shares, strict=True))
+        workloads = tuple(
+            (name, rate, share) for (name, rate), share in zip(rows, shares, strict=True)
+        )
+        return cls(hits["edge L1 hit"], hits["edge L2 hit"], 1 / seconds, workloads)
+
+
+def _shares(names: list[str], mix: dict[str, float]) -> list[float]:
+    given = [next((v for k, v in mix.items() if name.startswith(k)), None) for name in names]
+    if any(v is not None and v < 0 for v in given) or sum(v or 0 for v in given) > 1:
+        raise ValueError("shares of the mix are between 0 and 1 and add up to at most 1")
+    rest = [i for i, v in enumerate(given) if v is None]
+    left = (1 - sum(v or 0 for v in given)) / len(rest) if rest else 0.0
+    shares = [left if v is None else v for v in given]
+    total = sum(shares)
+    if total <= 0:
+        raise ValueError("the mix gives no workload any share")
+    return [share / total for share in shares]
+
+
+def simulated_objects(requests_per_object: float) -> tuple[int, int]:
+    """Objects and requests for the simulator: as many requests per object as the day has
+    (up to SIMULATED_REQUESTS / MIN_OBJECTS = 400), with fewer objects as it grows."""
+    per_object = min(max(requests_per_object, 1.0), SIMULATED_REQUESTS / MIN_OBJECTS)
+    objects = max(MIN_OBJECTS, min(10_000, int(SIMULATED_REQUESTS / per_object)))
+    return objects, int(objects * per_object)
 
 
 def simulated_curve(alpha: float, requests_per_object: float) -> Curve:
-    """Hit ratio against cache size from the S3-FIFO simulator (10,000 objects, 5-500 KB),
-    with as many requests per object as the profile's day has (so one-hit wonders count)."""
+    """Hit ratio against cache size from the S3-FIFO simulator (objects of 5-500 KB), with
+    as many requests per object as the profile's day has (so one-hit wonders count)."""
     from loadtests.simulate import run_s3fifo, sizes, zipf_trace
 
     rng = random.Random(1)
-    objects = 10_000
+    objects, requests = simulated_objects(requests_per_object)
     size_of = sizes(objects, rng)
-    requests = int(objects * min(max(requests_per_object, 1.0), 10.0))
     trace = zipf_trace(objects, requests, alpha, rng)
     total = sum(size_of)
     points = [(0.0, 0.0)] + [
@@ -117,6 +156,10 @@ def plan(p: Profile, m: Measured, curve: Curve) -> dict[str, float]:
     out["cache_bytes"] = fleet * out["working_set_bytes"]
     out["memory_bytes"] = memory * out["working_set_bytes"]
     out["egress_peak_bits"] = out["peak_qps"] * p.variant_kb * KB * 8
+    # every miss fetches its original (the source cache makes it fewer): origin to edges
+    out["fill_peak_bits"] = out["origin_peak_qps"] * p.original_kb * KB * 8
+    link = p.node_gbps * 1e9 * p.utilisation
+    out["bandwidth_nodes"] = (out["egress_peak_bits"] + out["fill_peak_bits"]) / link
     out["egress_day_bytes"] = out["views_per_day"] * p.variant_kb * KB
     l1_qps = out["peak_qps"] * hit * p.l1_share
     l2_qps = out["peak_qps"] * hit * (1 - p.l1_share)
@@ -126,7 +169,8 @@ def plan(p: Profile, m: Measured, curve: Curve) -> dict[str, float]:
     # transforms use the node's other cores through libvips threads
     out["transform_cores"] = out["origin_peak_qps"] / m.transform_per_core
     out["transform_nodes"] = out["transform_cores"] / ((p.cores_per_node - 1) * p.utilisation)
-    out["nodes"] = math.ceil(max(out["hit_nodes"], out["transform_nodes"], 1e-9)) + 1
+    needed = max(out["hit_nodes"], out["transform_nodes"], out["bandwidth_nodes"], 1e-9)
+    out["nodes"] = math.ceil(needed) + 1
     out["l1_per_node_bytes"] = out["memory_bytes"] / out["nodes"]
     out["l2_per_node_bytes"] = out["cache_bytes"] / out["nodes"]
     out["l3_bytes"] = out["cache_bytes"]
@@ -143,7 +187,15 @@ def _si(value: float, unit: str) -> str:
 
 def report(p: Profile, m: Measured, r: dict[str, float], source: str) -> str:
     hit = r["hit_ratio"]
+    inputs = ", ".join(f"{name}={getattr(p, name):g}" for name in Profile.__dataclass_fields__)
     lines = [
+        "Inputs",
+        f"  profile          {inputs}",
+        f"  measured         {m.l1_rps:,.0f} L1 hits/s, {m.l2_rps:,.0f} L2 hits/s per process",
+    ]
+    for name, rate, share in m.workloads:
+        lines.append(f"  transform        {rate:6.1f}/s per core x {share:4.0%} of misses: {name}")
+    lines += [
         "Traffic",
         f"  views a day      = {p.dau:,.0f} users x {p.views_per_user:g} views "
         f"= {r['views_per_day']:,.0f}",
@@ -170,18 +222,25 @@ def report(p: Profile, m: Measured, r: dict[str, float], source: str) -> str:
         f"{_si(r['egress_peak_bits'], 'bit/s')}",
         f"  a day            = {r['views_per_day']:,.0f} x {p.variant_kb:,.0f} KB = "
         f"{_si(r['egress_day_bytes'], 'B')}",
+        f"  origin -> edges  = {r['origin_peak_qps']:,.1f} misses/s x {p.original_kb:,.0f} KB "
+        f"x 8 = {_si(r['fill_peak_bits'], 'bit/s')} at peak",
         f"Edge nodes (measured: {source})",
         f"  hit path         = {m.l1_rps:,.0f} L1 hits/s and {m.l2_rps:,.0f} L2 hits/s per "
         f"edge process; load {r['hit_process_load']:.3f} process / {p.utilisation:.0%} "
         f"= {r['hit_nodes']:.2f} nodes",
         f"  transforms       = {r['origin_peak_qps']:,.1f}/s / {m.transform_per_core:.1f} per "
-        f"core = {r['transform_cores']:.2f} cores / ({p.cores_per_node - 1} cores x "
-        f"{p.utilisation:.0%}) = {r['transform_nodes']:.2f} nodes",
+        f"core (the mix's weighted harmonic mean) = {r['transform_cores']:.2f} cores / "
+        f"({p.cores_per_node - 1} cores x {p.utilisation:.0%}) = "
+        f"{r['transform_nodes']:.2f} nodes",
+        f"  network          = ({_si(r['egress_peak_bits'], 'bit/s')} out + "
+        f"{_si(r['fill_peak_bits'], 'bit/s')} in) / ({p.node_gbps:g} Gbit/s x "
+        f"{p.utilisation:.0%}) = {r['bandwidth_nodes']:.2f} nodes",
         f"  nodes            = ceil(max) + 1 spare = {r['nodes']:.0f} nodes of "
         f"{p.cores_per_node} cores",
         "Assumptions",
         "  - one edge process per node serves the hits (one core); libvips uses the others",
         "  - every miss is a transform of a fetched source (the source cache makes it fewer)",
+        "  - the hit-ratio curve simulates up to 400 requests per variant (more change little)",
         f"  - popularity is Zipf with alpha {p.alpha:g}; variants are equally large",
         f"  - nodes run at most {p.utilisation:.0%} busy at peak; one spare node for failures",
         "  - bench figures come from the bench machine; scale them by your cores' speed",
@@ -211,6 +270,14 @@ def main(argv: list[str] | None = None) -> int:
     add("--alpha", type=float, default=0.9, help="Zipf popularity exponent")
     add("--cores-per-node", type=int, default=8)
     add("--utilisation", type=float, default=0.6, help="busiest a node should be at peak")
+    add("--node-gbps", type=float, default=10.0, help="each node's network link, Gbit/s")
+    add(
+        "--mix",
+        default="",
+        help="share of misses per transform workload, by the start of its name in the "
+        "bench results: '2560x1600 JPEG -> 400 px WebP=0.6,5120=0.1' (the rest share "
+        "what is left equally)",
+    )
     add("--bench", type=Path, default=RESULTS, help="results of python -m loadtests bench")
     args = parser.parse_args(argv)
     if not args.bench.exists():
@@ -222,7 +289,14 @@ def main(argv: list[str] | None = None) -> int:
             if hasattr(args, name)
         }
     )
-    measured = Measured.from_results(args.bench)
+    try:
+        mix = {
+            name.strip(): float(share)
+            for name, _, share in (part.rpartition("=") for part in args.mix.split(",") if part)
+        }
+        measured = Measured.from_results(args.bench, mix)
+    except ValueError as error:
+        parser.error(f"--mix: {error}")
     views_per_variant = (
         profile.dau * profile.views_per_user / (profile.images * profile.variants_per_image)
     )

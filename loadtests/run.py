@@ -320,6 +320,7 @@ def failure_counts(path: Path) -> dict[str, int]:
 
 def summary(
     args: argparse.Namespace,
+    users: int,
     rows: list[Row],
     before: dict[str, float],
     after: dict[str, float],
@@ -333,6 +334,9 @@ def summary(
         "",
         f"`python -m loadtests run --scenario {args.scenario} --users {args.users} "
         f"--duration {args.duration}`" + (f" against {args.host}" if args.host else ""),
+        "",
+        f"users simulated: {users}"
+        + (f" (the burst's own count; --users asked {args.users})" if users != args.users else ""),
         "",
         f"machine: {os.uname().machine}, {os.cpu_count()} cores; generator: Locust "
         "(FastHttpUser), one process",
@@ -359,12 +363,14 @@ def summary(
                 lines.append(f"| {name} | {value:,.0f} | {value / lookups:.1%} |")
     if failures:
         lines += ["", "Failures:", ""] + [f"- {k} ({v}x)" for k, v in failures.items()]
-    if limit is not None:
+    if limit == 0:
+        lines += ["", "Generator ceiling: not measured (the trivial server answered nothing)."]
+    elif limit is not None:
         total = next((r.rps for r in rows if r.name == "Aggregated"), 0.0)
         lines += [
             "",
             f"Generator ceiling: Locust reached {limit:,.0f} req/s against a trivial server "
-            f"with the same {args.users} users on this machine; this run made {total:,.0f} "
+            f"with the same {users} users on this machine; this run made {total:,.0f} "
             f"req/s ({total / limit:.0%} of that)."
             + (
                 " Near the ceiling, the numbers above are Locust's limit, not the edge's: "
@@ -474,11 +480,11 @@ def main(argv: list[str] | None = None) -> int:
         memory = []
         if sampler is not None:
             sampler.stop()
-            memory = sampler.write(report, f"{args.scenario}, {args.users} users")
+            memory = sampler.write(report, f"{args.scenario}, {users} users")
 
     rows = read_stats(Path(f"{prefix}_stats.csv"))
     failures = failure_counts(Path(f"{prefix}_failures.csv"))
-    text = summary(args, rows, before, after, limit, failures, notes, memory)
+    text = summary(args, users, rows, before, after, limit, failures, notes, memory)
     (report / "summary.md").write_text(text)
     print(text)
     print(f"report: {report}")

@@ -32,6 +32,7 @@ class CountingOrigin:
     not_modified: int = 0
     fail_with: int | None = None  # answer every request with this status
     delay: float = 0.0  # seconds before answering a blob request
+    request_ids: list[str] = field(default_factory=list)  # X-Request-ID of each blob GET
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -40,6 +41,7 @@ class CountingOrigin:
             await self._send(send, 200, b"ok", [])
             return
         self.gets += 1
+        self.request_ids += [v.decode() for k, v in scope["headers"] if k == b"x-request-id"]
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.fail_with is not None:

@@ -35,6 +35,11 @@ def test_dashboard_series_exist_and_metrics_follow_conventions(stack: Stack) -> 
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     wanted = {m for e in exprs for m in re.findall(r"\b(?:edge|origin)_[a-z_]+", e)}
     assert len(dashboard["panels"]) >= 6
+    # one node or all: every edge series is filtered by the dashboard's instance variable
+    assert "instance" in {v["name"] for v in dashboard["templating"]["list"]}
+    for expr in exprs:
+        if "edge_" in expr:
+            assert expr.count('instance=~"$instance"') == expr.count("edge_"), expr
     assert wanted <= names, wanted - names
     # the four views: requests, hit ratio per tier, latency percentiles, queue
     titles = " ".join(p["title"].lower() for p in dashboard["panels"])

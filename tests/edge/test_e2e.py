@@ -234,7 +234,10 @@ def test_other_methods_and_health(stack: Stack) -> None:
         assert httpx.get(f"{edge.url}/readyz").status_code == 200
         httpx.get(f"{edge.url}/_/w=10/missing.jpg")
         metrics = httpx.get(f"{edge.url}/metrics").text
-    assert 'edge_http_requests_total{method="GET",route="image",status="404"} 1.0' in metrics
+    assert (
+        'edge_http_requests_total{cache="none",method="GET",route="image",status="404"} 1.0'
+        in metrics
+    )
     assert "edge_transform_queue_depth 0.0" in metrics
 
 

@@ -4,6 +4,8 @@ misconfiguration refused or warned about, quiet logs."""
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -13,12 +15,47 @@ import pytest
 
 from cdn_common.logs import configure_logging
 from cdn_common.settings import ConfigError, load_settings, unknown_variables
+from edge.compose import build_app
 from edge.settings import EdgeSettings
 from origin.settings import OriginSettings
 from tests.edge.countingorigin import Blob, CountingOrigin
 from tests.edge.edges import edge_for
 from tests.images import jpeg
 from tests.servers import ServerThread
+
+
+def test_access_lines_name_client_agent_referer_and_request_id() -> None:
+    counting = CountingOrigin({"a.jpg": Blob(jpeg(80, 60))})
+    stream = io.BytesIO()
+    with ServerThread(counting) as origin:
+        app = build_app(
+            EdgeSettings(origin_url=origin.url, access_log=True, trusted_proxies="127.0.0.1/32")
+        )
+        app.app.access_log._stream = stream  # type: ignore[union-attr]
+        with ServerThread(app) as edge:
+            asked = {"User-Agent": "Mozilla/5.0 test", "Referer": "https://shop.example/p"}
+            miss = httpx.get(f"{edge.url}/_/w=40/a.jpg", headers=asked)
+            with httpx.Client() as client:  # keep-alive: the hit is answered in the protocol
+                client.get(f"{edge.url}/_/w=41/a.jpg")
+                hit = client.get(
+                    f"{edge.url}/_/w=40/a.jpg",
+                    headers={**asked, "X-Request-ID": "req-42", "X-Forwarded-For": "203.0.113.9"},
+                )
+            assert miss.status_code == hit.status_code == 200
+            assert hit.headers["cache-status"] == "edge; hit; detail=memory"
+        app.app.access_log.flush()  # type: ignore[union-attr]
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    images = [line for line in lines if "/w=40/" in line.get("path", "")]
+    first, second = images
+    for line in (first, second):
+        assert line["user_agent"] == "Mozilla/5.0 test"
+        assert line["referer"] == "https://shop.example/p"
+        assert {"cache", "status", "bytes", "duration_ms"} <= line.keys()
+    assert first["client"] == "127.0.0.1" and first["cache"].startswith("edge; fwd=uri-miss")
+    # the miss's id went to the origin with its fetch, so both logs can be joined on it
+    assert first["request_id"] == counting.request_ids[0] and len(first["request_id"]) >= 16
+    assert second["client"] == "203.0.113.9", "past the trusted proxy"
+    assert second["request_id"] == "req-42"
 
 
 @pytest.fixture

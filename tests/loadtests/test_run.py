@@ -3,6 +3,7 @@ few users), so the suites, the runner and the report cannot rot."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,3 +132,13 @@ def test_memory_levelling_off_is_told_from_memory_growing() -> None:
     assert "+0.0 MB/min" in run.rss_lines(flat)[1]
     assert "+30.0 MB/min" in run.rss_lines(growing)[1]
     assert "peak 320 MB" in run.rss_lines(flat)[1]
+
+
+def test_the_summary_says_the_users_it_ran_and_survives_a_zero_ceiling() -> None:
+    args = argparse.Namespace(scenario="burst", users=4, duration="3s", host=None)
+    rows = [run.Row("Aggregated", 100, 0, 50.0, 1, 2, 3)]
+    text = run.summary(args, 36, rows, {}, {}, 0.0, {}, [], [])
+    assert "users simulated: 36 (the burst's own count; --users asked 4)" in text
+    assert "Generator ceiling: not measured" in text
+    measured = run.summary(args, 4, rows, {}, {}, 200.0, {}, [], [])
+    assert "with the same 4 users" in measured and "(25% of that)" in measured

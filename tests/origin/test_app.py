@@ -267,7 +267,10 @@ async def test_health_ready_and_metrics(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).status_code == 200
     assert (await client.get("/readyz")).status_code == 200
     metrics = (await client.get("/metrics")).text
-    assert 'origin_http_requests_total{method="GET",route="blob",status="200"} 1.0' in metrics
+    assert (
+        'origin_http_requests_total{cache="none",method="GET",route="blob",status="200"} 1.0'
+        in metrics
+    )
     assert 'origin_uploads_total{owner="admin"} 1.0' in metrics
     assert "origin_http_request_duration_seconds_bucket" in metrics
 
