@@ -7,17 +7,20 @@ RUNSTAMP := $(VENV)/.runtime
 
 .PHONY: run test services lint typecheck unit bench clean
 
+# setuptools prints a notice on every editable install that nobody has to act on
+QUIET_INSTALL := PYTHONWARNINGS="ignore:Editable installation"
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(QUIET_INSTALL) $(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 # `make run` needs only the runtime dependencies (about a fifth of the dev toolchain)
 $(RUNSTAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e .
+	$(QUIET_INSTALL) $(BIN)/pip install --quiet -e .
 	touch $(RUNSTAMP)
 
 run: $(RUNSTAMP)
