@@ -67,10 +67,19 @@ def uvicorn_config(app: ASGIApp, **overrides: object) -> uvicorn.Config:
     return uvicorn.Config(app, **options)  # type: ignore[arg-type]
 
 
-def serve(app: ASGIApp, host: str, port: int, *, name: str, grace_s: float = 10) -> None:
+def serve(
+    app: ASGIApp,
+    host: str,
+    port: int,
+    *,
+    name: str,
+    grace_s: float = 10,
+    sock: socket.socket | None = None,
+) -> None:
     """Serve until SIGTERM/SIGINT: then stop accepting, give requests in flight `grace_s`
-    to finish, and run the app's shutdown (flush writes, close pools)."""
-    sock = bind(host, port)
+    to finish, and run the app's shutdown (flush writes, close pools). `sock`: a
+    listening socket made elsewhere (a supervisor's, shared by its processes)."""
+    sock = sock or bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     server = uvicorn.Server(uvicorn_config(app, timeout_graceful_shutdown=grace_s))
     log.info(

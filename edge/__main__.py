@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 import sys
 from pathlib import Path
 
@@ -38,17 +40,34 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     configure_logging(settings.log_level)
+    listen_fd = os.environ.get("EDGE_LISTEN_FD")
+    if settings.process_count > 1 and listen_fd is None:
+        from edge.supervisor import Supervisor
+
+        again = ["--config", str(args.config)] if args.config else []
+        supervisor = Supervisor(
+            settings.host,
+            settings.port,
+            settings.process_count,
+            again,
+            settings.shutdown_grace_s,
+        )
+        return supervisor.run()
+
     from cdn_common.serve import serve
     from edge.compose import build_app
     from edge.transform.pool import configure_libvips
 
-    configure_libvips(settings.workers)
+    sock = socket.socket(fileno=int(listen_fd)) if listen_fd is not None else None
+    app = build_app(settings)
+    configure_libvips(settings.for_one_process().workers)
     serve(
-        build_app(settings),
+        app,
         settings.host,
         settings.port,
         name="edge",
         grace_s=settings.shutdown_grace_s,
+        sock=sock,
     )
     return 0
 

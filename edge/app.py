@@ -18,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 from cdn_common.asgi import HTTPMetrics, send_response, serve_lifespan
 from cdn_common.errors import GatewayTimeout, MethodNotAllowed
 from edge import hints
+from edge.host import Host, SiblingsUnreachable, merge_expositions
 from edge.keys import fast_key
 from edge.origin_client import Fetcher
 from edge.proxy import Proxy
@@ -65,7 +66,9 @@ class EdgeApp:
         metrics: HTTPMetrics,
         gate: Gate,
         proxy: Proxy,
+        host: Host | None = None,
     ) -> None:
+        self.host = host  # the host's other edge processes, when there are any
         self.settings = settings
         self.server = server
         self.cache = server.cache
@@ -73,7 +76,7 @@ class EdgeApp:
         self.metrics = metrics
         self.gate = gate
         self.proxy = proxy
-        self.purge = Purge(settings, server, self.gate)
+        self.purge = Purge(settings, server, self.gate, host)
         self.clock = server.clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -87,7 +90,7 @@ class EdgeApp:
             problem = await self._unready()
             await send_response(send, 503 if problem else 200, problem or b"ready\n", b"text/plain")
         elif path == "/metrics":
-            await send_response(send, 200, self.metrics.render(), b"text/plain; version=0.0.4")
+            await send_response(send, 200, await self._metrics(), b"text/plain; version=0.0.4")
         elif path == "/_purge":
             if scope["method"] != "POST":
                 raise MethodNotAllowed(headers={"Allow": "POST"})
@@ -128,14 +131,42 @@ class EdgeApp:
                 fields.append((b"vary", b"Origin"))
         await send_response(send, 204, b"", b"text/plain", fields)
 
+    async def _metrics(self) -> bytes:
+        """This process's series, or with siblings the host's (summed)."""
+        own = self.metrics.render()
+        if self.host is None:
+            return own
+        theirs: list[str] = await self.host.ask_all("metrics", {}, strict=False)
+        merged: str = merge_expositions([own.decode(), *theirs])
+        return merged.encode()
+
     async def _unready(self) -> bytes:
-        """Why this node should not get traffic yet, or b"" when it should."""
+        """Why this node should not get traffic yet, or b"" when it should: with sibling
+        processes, when any of them would say so, or fewer of them answer than run."""
+        problem = await self._own_problem()
+        if problem or self.host is None:
+            return problem.encode()
+        try:
+            theirs = await self.host.ask_all("ready", {})
+        except SiblingsUnreachable as error:
+            return f"edge process not answering ({error})\n".encode()
+        problems: list[str] = [p for p in theirs if p]
+        if problems:
+            return problems[0].encode()
+        if len(theirs) + 1 < self.host.processes:
+            return f"{len(theirs) + 1} of {self.host.processes} edge processes up\n".encode()
+        return b""
+
+    async def _own_problem(self, _: object = None) -> str:
         if not await self.fetcher.origin_ready():
-            return b"origin unreachable\n"
+            return "origin unreachable\n"
         disk = self.cache.disk
         if disk is not None and not await disk.writable():
-            return b"disk cache not writable\n"
-        return b""
+            return "disk cache not writable\n"
+        return ""
+
+    async def _own_metrics(self, _: object = None) -> str:
+        return self.metrics.render().decode()
 
     async def _start(self) -> None:
         # everything loaded so far lives as long as the process: keep it out of the
@@ -143,8 +174,15 @@ class EdgeApp:
         gc.collect()
         gc.freeze()
         await self.cache.start()
+        if self.host is not None:
+            self.host.on("purge", self.purge.from_sibling)
+            self.host.on("metrics", self._own_metrics)
+            self.host.on("ready", self._own_problem)
+            await self.host.start()  # last: the supervisor takes the socket for "ready"
 
     async def _close(self) -> None:
+        if self.host is not None:
+            await self.host.stop()
         await self.cache.flush()
         await self.cache.close()
         await self.fetcher.close()

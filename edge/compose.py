@@ -19,6 +19,7 @@ from edge.cache.sources import SourceCache
 from edge.cache.tiers import TieredCache
 from edge.clock import Clock, system_clock
 from edge.fastpath import NOT_FAST, FastPath
+from edge.host import Host
 from edge.origin_client import Fetcher
 from edge.produce import Producer
 from edge.protocol import edge_protocol
@@ -45,6 +46,7 @@ def build_cache(settings: EdgeSettings, clock: Clock = system_clock) -> TieredCa
             Path(settings.cache_dir),
             int(settings.disk_cache_mb * MIB),
             int(settings.disk_min_free_mb * MIB),
+            part=(settings.process_slot, settings.process_count) if _shared(settings) else None,
         )
     shared = None
     if settings.shared_cache_url:
@@ -68,9 +70,18 @@ def encoding_of(settings: EdgeSettings) -> Encoding:
     )
 
 
+def _shared(settings: EdgeSettings) -> bool:
+    """One of several edge processes of a host (started by `edge.supervisor`)."""
+    return bool(settings.host_dir) and settings.process_count > 1
+
+
 def build_app(
     settings: EdgeSettings, fetcher: Fetcher | None = None, clock: Clock = system_clock
 ) -> FastPath:
+    settings = settings.for_one_process()
+    host = None
+    if _shared(settings):
+        host = Host(Path(settings.host_dir), settings.process_slot, settings.process_count)
     metrics = HTTPMetrics("edge")
     fetcher = fetcher or Fetcher(
         settings.origin_url,
@@ -122,7 +133,9 @@ def build_app(
         clock,
         lambda source: server.forget_source(source, soft=False),
     )
-    app = EdgeApp(settings, server, fetcher, metrics, gate, proxy)
+    if host is not None:
+        server.claims = host.claims
+    app = EdgeApp(settings, server, fetcher, metrics, gate, proxy, host)
     middleware = AccessMiddleware(
         app,
         metrics=metrics,

@@ -10,7 +10,8 @@ from starlette.types import Receive, Scope, Send
 
 from cdn_common.asgi import send_response
 from cdn_common.auth import bearer_token, find_secret
-from cdn_common.errors import BadRequest, Forbidden, PayloadTooLarge, Unauthorized
+from cdn_common.errors import BadRequest, Forbidden, PayloadTooLarge, Unauthorized, Unavailable
+from edge.host import Host, SiblingsUnreachable
 from edge.keys import variant_keys
 from edge.security.gate import Gate
 from edge.serve import Server
@@ -21,7 +22,10 @@ USAGE = 'expected JSON {"source"|"url"|"prefix": "...", "mode": "hard"|"soft"}'
 
 
 class Purge:
-    def __init__(self, settings: EdgeSettings, server: Server, gate: Gate) -> None:
+    def __init__(
+        self, settings: EdgeSettings, server: Server, gate: Gate, host: Host | None = None
+    ) -> None:
+        self.host = host  # the host's other edge processes: a purge reaches them all
         self.settings = settings
         self.gate = gate
         self.server = server
@@ -41,10 +45,21 @@ class Purge:
         targets = [name for name in ("source", "url", "prefix") if name in document]
         if len(targets) != 1 or not isinstance(document[targets[0]], str):
             raise BadRequest('expected exactly one of "source", "url" or "prefix" as a string')
-        dropped = self.purge(targets[0], document[targets[0]], soft=mode == "soft")
+        kind, target, soft = targets[0], document[targets[0]], mode == "soft"
+        dropped = self.purge(kind, target, soft=soft)
+        if self.host is not None:
+            try:
+                asked = {"target_kind": kind, "target": target, "soft": soft}
+                dropped += sum(await self.host.ask_all("purge", asked))
+            except SiblingsUnreachable as error:
+                # never "done" for a purge some process did not make: the caller retries
+                raise Unavailable(f"purge not confirmed by every edge process ({error})") from None
         self.server.stats.purges += 1
         answer = json.dumps({"purged": dropped, "mode": mode}).encode()
         await send_response(send, 200, answer, b"application/json")
+
+    async def from_sibling(self, asked: dict[str, Any]) -> int:
+        return self.purge(asked["target_kind"], asked["target"], soft=bool(asked["soft"]))
 
     def purge(self, kind: str, target: str, *, soft: bool) -> int:
         if kind == "source":

@@ -21,6 +21,7 @@ from edge.cache.coalesce import Coalescer
 from edge.cache.entry import Entry
 from edge.cache.tiers import TieredCache
 from edge.clock import Clock
+from edge.host import Claims
 from edge.origin_client import Fetched
 from edge.produce import Producer
 from edge.request import Ask
@@ -59,6 +60,7 @@ class Server:
         self.stats = stats
         self.clock = clock
         self.fills: Coalescer[tuple[Entry, str]] = Coalescer()
+        self.claims: Claims | None = None  # host-wide claims, with sibling processes
         # source -> (ETag, fresh until): a 304 for a source freshens all its variants
         self.validated: LRUCache[str, tuple[str | None, float]] = LRUCache(VALIDATED_ENTRIES)
 
@@ -74,7 +76,7 @@ class Server:
             self.stats.count("miss")
             (entry, timing), collapsed = await self.fills.run(
                 ask.key,
-                lambda: self._produce(ask, wanted=lambda: self.fills.wanted(ask.key)),
+                lambda: self._fill(ask, wanted=lambda: self.fills.wanted(ask.key)),
                 ask.gone,
             )
             status = "edge; fwd=uri-miss" + ("; collapsed" if collapsed else "; stored")
@@ -148,6 +150,32 @@ class Server:
             fetched.received + (self.producer.lifetime(fetched) or 0),
         )
         return await self._produce(ask, fetched)
+
+    async def _fill(self, ask: Ask, wanted: Callable[[], bool]) -> tuple[Entry, str]:
+        """`_produce`, once per host: with sibling processes, under the key's host claim;
+        a process that waited for the claim takes what the holder left in the disk tier."""
+        disk = self.cache.disk
+        if self.claims is None or disk is None:
+            return await self._produce(ask, wanted=wanted)
+        made: list[Entry] = []
+
+        async def done() -> bool:
+            entry = await disk.get(ask.key)
+            if entry is not None and entry.fresh_until > self.clock():
+                made.append(entry)
+                return True
+            return False
+
+        started = time.perf_counter()
+        async with self.claims.hold(ask.key, done) as already:
+            if already:
+                self.cache.memory.put(made[-1])
+                took = (time.perf_counter() - started) * 1000
+                return made[-1], f"host;desc=sibling;dur={took:.1f}"
+            try:
+                return await self._produce(ask, wanted=wanted)
+            finally:
+                await disk.settled()  # on disk before the claim goes: waiters read it
 
     async def _produce(
         self,

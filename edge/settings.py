@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
@@ -21,6 +22,18 @@ class EdgeSettings(ServiceSettings):
 
     host: str = Field("127.0.0.1", description="Bind address.")
     port: int = Field(8080, ge=0, le=65535, description="Bind port (0 picks a free one).")
+    processes: int = Field(
+        1,
+        ge=0,
+        le=256,
+        description="Edge processes on this host, all on the one port (0: one per usable "
+        "CPU). Above 1 a supervisor starts and restarts them; L1 and the transform workers "
+        "are split between them, L2 (disk) is shared, purges and coalescing are host-wide.",
+    )
+    host_dir: str = Field(
+        "", description="Set by the supervisor for its processes: where they meet (internal)."
+    )
+    process_slot: int = Field(0, ge=0, description="Set by the supervisor (internal).")
     origin_url: str = Field("http://127.0.0.1:8081", description="Base URL of the origin.")
     signing_keys: StrList = Field((), description="Comma list of URL signing secrets (rotation).")
     allow_unsigned: bool | None = Field(
@@ -306,6 +319,24 @@ class EdgeSettings(ServiceSettings):
                 "URL: set EDGE_SIGNING_KEYS"
             )
         return self
+
+    @property
+    def process_count(self) -> int:
+        return self.processes or CPUS
+
+    def for_one_process(self) -> EdgeSettings:
+        """The settings one of `process_count` edge processes runs with: the L1 budget and
+        (unless set) the transform workers split between them."""
+        count = self.process_count
+        if count <= 1 or not self.host_dir:
+            return self
+        update: dict[str, object] = {
+            "memory_cache_mb": self.memory_cache_mb / count,
+            "disk_cache_mb": self.disk_cache_mb / count,  # each indexes its share of files
+        }
+        if "workers" not in self.model_fields_set:
+            update["workers"] = max(1, math.ceil(self.workers / count))
+        return self.model_copy(update=update)
 
     @property
     def stale_defaults(self) -> tuple[float, float]:

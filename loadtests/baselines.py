@@ -1,10 +1,16 @@
 """Baseline servers for benchmarks: the same bytes from memory, under the same uvicorn settings.
 
-python -m loadtests.baselines starlette|raw FILE PORT
+python -m loadtests.baselines starlette|raw FILE PORT [PROCESSES]
+
+With PROCESSES above 1, the socket is bound once and that many processes serve it (as
+uvicorn's `--workers` and the edge's supervisor do).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -48,10 +54,22 @@ def main() -> None:
     import uvicorn
 
     kind, file, port = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+    processes = int(sys.argv[4]) if len(sys.argv) > 4 else 1
     make = {"starlette": starlette_app, "raw": raw_app}[kind]
     app = make(file.read_bytes(), "image/jpeg")
     sock = bind("127.0.0.1", port)
-    uvicorn.Server(uvicorn_config(app, lifespan="off")).run(sockets=[sock])
+    children = []
+    for _ in range(processes - 1):
+        pid = os.fork()
+        if pid == 0:
+            break
+        children.append(pid)
+    try:
+        uvicorn.Server(uvicorn_config(app, lifespan="off")).run(sockets=[sock])
+    finally:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ class Stack:
         )
         service = Service(module, f"http://127.0.0.1:{port}", process)
         self.services.append(service)
-        self._wait_ready(service)
+        wait_ready(service.url, process=service.process, name=service.name)
         return service
 
     def start_origin(self, blobs: Path, port: int) -> Service:
@@ -86,20 +86,6 @@ class Stack:
         )
         return origin, edge
 
-    @staticmethod
-    def _wait_ready(service: Service, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if service.process.poll() is not None:
-                raise RuntimeError(f"{service.name} exited with {service.process.returncode}")
-            try:
-                if httpx.get(f"{service.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{service.name} not ready after {timeout} s")
-
     def stop(self) -> None:
         for service in reversed(self.services):
             service.process.terminate()
@@ -127,3 +113,23 @@ def wait_listening(port: int, timeout: float = 15) -> None:
                 return
         time.sleep(0.05)
     raise RuntimeError(f"nothing listens on port {port}")
+
+
+def wait_ready(
+    url: str,
+    timeout: float = 60,
+    process: subprocess.Popen[bytes] | None = None,
+    name: str = "server",
+) -> None:
+    """Polls `url`/readyz until it answers 200; fails early if `process` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{name} not ready after {timeout} s")

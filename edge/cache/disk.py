@@ -75,7 +75,14 @@ class DiskTier:
     # the one write seam (tests wrap it to see which thread wrote, or to fail writes)
     _write_file = staticmethod(write_file)
 
-    def __init__(self, root: Path, budget: int, min_free: int = 0) -> None:
+    def __init__(
+        self, root: Path, budget: int, min_free: int = 0, part: tuple[int, int] | None = None
+    ) -> None:
+        """`part` (slot, count): one of `count` edge processes sharing the directory. Each
+        indexes (and evicts) what it writes, and on start the shards it owns; a lookup
+        its index does not know reads the file, and a held descriptor of a file another
+        process has replaced or removed is not served."""
+        self.part = part
         self.root = root
         self._root = str(root)
         self.min_free = min_free
@@ -126,7 +133,7 @@ class DiskTier:
     async def get(self, key: str) -> Entry | None:
         name = file_name(key)
         known = self.policy.get(name)
-        if known is None and self.indexed:
+        if known is None and self.indexed and self.part is None:
             return None
         data = self._load(name, SYNC_READ_MAX)  # page-cache reads of small files: inline
         if isinstance(data, int):
@@ -138,7 +145,7 @@ class DiskTier:
         fast path's L2 hits, by key and file name); None for a miss or a larger file
         (left to `get`)."""
         known = self.policy.get(name)
-        if known is None and self.indexed:
+        if known is None and self.indexed and self.part is None:
             return None
         data = self._load(name, SYNC_READ_MAX)
         return None if isinstance(data, int) else self._decode(name, key, known, data)
@@ -150,7 +157,9 @@ class DiskTier:
         held = self._open.get(name) if limit is not None else None
         if held is not None:
             fd, size, opened = held
-            if time.monotonic() - opened < OPEN_VALID_S:
+            if time.monotonic() - opened < OPEN_VALID_S and (
+                self.part is None or os.fstat(fd).st_nlink  # replaced or removed: 0
+            ):
                 try:
                     # a file changed under a held descriptor fails the header's lengths
                     # or the checksum, like any other corruption
@@ -208,7 +217,7 @@ class DiskTier:
             return None
         if entry.key != key:
             return None  # a 128-bit hash collision: treat as a miss
-        if known is None:
+        if known is None and self.part is None:  # shared: its writer or owner indexes it
             self._index(name, entry.source, key, len(data))
         self.hits += 1
         return entry
@@ -331,11 +340,15 @@ class DiskTier:
         self._write_file(str(probe), bytes(PROBE_BYTES))
         probe.unlink()
 
-    async def flush(self) -> None:
-        """Wait for writes in progress (graceful shutdown)."""
+    async def settled(self) -> None:
+        """Wait until the writes started so far are on disk (or failed)."""
         if self.pending:
             await asyncio.gather(*self.pending, return_exceptions=True)
         await self._writer.drained()
+
+    async def flush(self) -> None:
+        """Wait for writes in progress (graceful shutdown)."""
+        await self.settled()
         for name in list(self._open):
             self._close(name)
 
@@ -361,7 +374,7 @@ class DiskTier:
     async def rebuild(self) -> None:
         """Index the files already on disk (in a thread), oldest first."""
         try:
-            found, corrupt = await asyncio.to_thread(scan, self._root)
+            found, corrupt = await asyncio.to_thread(scan, self._root, self.part)
             self.corrupt += corrupt
         except OSError as error:
             log.warning("disk cache index rebuild failed", extra={"fields": {"error": str(error)}})

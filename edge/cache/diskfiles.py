@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import time
 from pathlib import Path
 
 from cdn_common.files import write_all
@@ -20,6 +21,14 @@ TMP_SUFFIX = ".tmp"
 SHARDS = [f"{i:02x}" for i in range(256)]  # the first two hex digits of a file's name
 
 Found = tuple[str, str, str, int, float]  # file name, source, key, size, modified
+TMP_ABANDONED_S = 60.0  # a temporary file older than this is no process's write
+
+
+def _owned(shard: str, part: tuple[int, int]) -> bool:
+    try:
+        return int(shard, 16) % part[1] == part[0]
+    except ValueError:
+        return part[0] == 0  # an older layout's directory: slot 0 moves it
 
 
 def file_name(key: str) -> str:
@@ -61,21 +70,31 @@ def make_shards(root: str) -> None:
         os.makedirs(f"{root}/{shard}", exist_ok=True)
 
 
-def scan(root: str) -> tuple[list[Found], int]:
+def scan(root: str, part: tuple[int, int] | None = None) -> tuple[list[Found], int]:
     """Every whole entry file under `root`, moved into place from an older layout, and
-    how many corrupt ones were removed (temporary files of cut-short writes go too)."""
+    how many corrupt ones were removed (temporary files of cut-short writes go too).
+
+    `part` (slot, count): only the shard directories this process of `count` owns
+    (their number modulo count is its slot), and only temporary files old enough that
+    no sibling process can still be writing them."""
     found: list[Found] = []
     corrupt = 0
     with contextlib.suppress(OSError):  # a read-only disk: its files are still served
         make_shards(root)
     old: list[str] = []  # directories of an older layout, removed once emptied
-    for directory, _, files in os.walk(root):
+    stale_tmp = time.time() - TMP_ABANDONED_S if part else float("inf")
+    for directory, dirs, files in os.walk(root):
+        if part is not None and directory == root:
+            dirs[:] = [d for d in dirs if _owned(d, part)]
+            continue
         if directory != root and os.path.dirname(directory) != root:
             old.append(directory)
         for file in files:
             path = Path(directory, file)
             if file.endswith(TMP_SUFFIX):  # a write cut short by a crash
-                path.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    if path.stat().st_mtime < stale_tmp:
+                        path.unlink(missing_ok=True)
                 continue
             try:
                 stat = path.stat()
