@@ -83,6 +83,11 @@ class ProcessPool:
         frames = _job_frames(fn, args)
         while True:
             worker = await self._take()
+            if not worker.jobs and not worker.process.is_alive():
+                # ended while idle (the OOM killer, a signal) before its socket said so: a
+                # waitpid (microseconds) spares this job a WorkerDied it did not earn
+                self._ended(worker, False)
+                continue
             answer = worker.send(frames)
             try:
                 if deadline is None:

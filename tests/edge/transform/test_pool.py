@@ -149,6 +149,28 @@ async def test_a_worker_killed_while_idle_is_replaced_before_a_job_reaches_it() 
     assert after != first
 
 
+async def test_a_job_sent_just_after_an_idle_worker_died_runs_elsewhere() -> None:
+    # no pause for the socket to report the end: the job must not get WorkerDied
+    pool = TransformPool(workers=1, queue=5, memory_budget=BIG, processes=True)
+    try:
+        first = await pool.run(os.getpid, cost=1, deadline=later(60))
+        os.kill(first, signal.SIGKILL)
+        while os.path.exists(f"/proc/{first}/stat") and "Z" not in _state(first):
+            time.sleep(0.001)  # dead (a zombie), its socket's end not yet read
+        after = await pool.run(os.getpid, cost=1, deadline=later(60))
+    finally:
+        pool.close()
+    assert after != first
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
+
+
 async def test_a_cancelled_caller_leaves_its_worker_in_step() -> None:
     # the worker finishes the abandoned job; the next caller gets its own answer
     pool = TransformPool(workers=1, queue=5, memory_budget=BIG, processes=True)
