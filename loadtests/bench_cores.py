@@ -166,7 +166,7 @@ def main() -> int:
         parser.error("needs wrk (Debian's package)")
     counts = [int(n) for n in args.processes.split(",")]
     rows = measure(args.seconds, args.rounds, counts)
-    print(f"machine: {machine()}; wrk -t<processes> -c<32 x processes>, best of {args.rounds}")
+    print(f"{machine()}; wrk -t<processes> -c<32 x processes>, best of {args.rounds}")
     print(table(rows))
     return 0
 

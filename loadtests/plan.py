@@ -56,8 +56,11 @@ MIN_OBJECTS = 1_000
 
 @dataclass(frozen=True)
 class Measured:
-    l1_rps: float  # one edge process, L1 hits
-    l2_rps: float  # one edge process, L2 (disk) hits
+    # one edge process, L1 and L2 (disk) hits: a core's worth; with one edge process per
+    # core (EDGE_PROCESSES=0) hits scale with cores (CPU per hit is flat from 1 to N
+    # processes: loadtests.bench_cores)
+    l1_rps: float
+    l2_rps: float
     # unique-URL transforms a second per core, for the traffic's mix of workloads: the
     # harmonic mean weighted by each workload's share (time per transform averages, rates
     # do not: one slow workload in four costs more than the plain mean of rates says)
@@ -163,13 +166,13 @@ def plan(p: Profile, m: Measured, curve: Curve) -> dict[str, float]:
     out["egress_day_bytes"] = out["views_per_day"] * p.variant_kb * KB
     l1_qps = out["peak_qps"] * hit * p.l1_share
     l2_qps = out["peak_qps"] * hit * (1 - p.l1_share)
-    # hits are served by the node's one edge process (one core's worth of event loop)
-    out["hit_process_load"] = l1_qps / m.l1_rps + l2_qps / m.l2_rps
-    out["hit_nodes"] = out["hit_process_load"] / p.utilisation
-    # transforms use the node's other cores through libvips threads
+    # hits and transforms share every core of a node (one edge process per core, and
+    # their transform workers): both are counted in cores
+    out["hit_cores"] = l1_qps / m.l1_rps + l2_qps / m.l2_rps
     out["transform_cores"] = out["origin_peak_qps"] / m.transform_per_core
-    out["transform_nodes"] = out["transform_cores"] / ((p.cores_per_node - 1) * p.utilisation)
-    needed = max(out["hit_nodes"], out["transform_nodes"], out["bandwidth_nodes"], 1e-9)
+    cores = out["hit_cores"] + out["transform_cores"]
+    out["cpu_nodes"] = cores / (p.cores_per_node * p.utilisation)
+    needed = max(out["cpu_nodes"], out["bandwidth_nodes"], 1e-9)
     out["nodes"] = math.ceil(needed) + 1
     out["l1_per_node_bytes"] = out["memory_bytes"] / out["nodes"]
     out["l2_per_node_bytes"] = out["cache_bytes"] / out["nodes"]
@@ -226,19 +229,18 @@ def report(p: Profile, m: Measured, r: dict[str, float], source: str) -> str:
         f"x 8 = {_si(r['fill_peak_bits'], 'bit/s')} at peak",
         f"Edge nodes (measured: {source})",
         f"  hit path         = {m.l1_rps:,.0f} L1 hits/s and {m.l2_rps:,.0f} L2 hits/s per "
-        f"edge process; load {r['hit_process_load']:.3f} process / {p.utilisation:.0%} "
-        f"= {r['hit_nodes']:.2f} nodes",
+        f"core = {r['hit_cores']:.3f} cores",
         f"  transforms       = {r['origin_peak_qps']:,.1f}/s / {m.transform_per_core:.1f} per "
-        f"core (the mix's weighted harmonic mean) = {r['transform_cores']:.2f} cores / "
-        f"({p.cores_per_node - 1} cores x {p.utilisation:.0%}) = "
-        f"{r['transform_nodes']:.2f} nodes",
+        f"core (the mix's weighted harmonic mean) = {r['transform_cores']:.2f} cores",
+        f"  CPU              = {r['hit_cores'] + r['transform_cores']:.2f} cores / "
+        f"({p.cores_per_node} cores x {p.utilisation:.0%}) = {r['cpu_nodes']:.2f} nodes",
         f"  network          = ({_si(r['egress_peak_bits'], 'bit/s')} out + "
         f"{_si(r['fill_peak_bits'], 'bit/s')} in) / ({p.node_gbps:g} Gbit/s x "
         f"{p.utilisation:.0%}) = {r['bandwidth_nodes']:.2f} nodes",
         f"  nodes            = ceil(max) + 1 spare = {r['nodes']:.0f} nodes of "
         f"{p.cores_per_node} cores",
         "Assumptions",
-        "  - one edge process per node serves the hits (one core); libvips uses the others",
+        "  - one edge process per core (EDGE_PROCESSES=0); hits scale with cores, as measured",
         "  - every miss is a transform of a fetched source (the source cache makes it fewer)",
         "  - the hit-ratio curve simulates up to 400 requests per variant (more change little)",
         f"  - popularity is Zipf with alpha {p.alpha:g}; variants are equally large",

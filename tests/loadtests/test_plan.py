@@ -68,15 +68,16 @@ def test_worked_example(tmp_path: Path) -> None:
     # egress: 694.44 x 50 KB x 8 = 277.8 Mbit/s; a day 2e7 x 50 KB = 1 TB
     assert r["egress_peak_bits"] == pytest.approx(277.78e6, rel=1e-4)
     assert r["egress_day_bytes"] == pytest.approx(1e12)
-    # hits: 500/s from L1 at 10,000/s + 125/s from L2 at 4,000/s = 0.08125 of a process
-    assert r["hit_process_load"] == pytest.approx(0.08125)
-    # transforms: 69.44/s / 24 per core = 2.89 cores; / (7 cores x 60%) = 0.689 nodes
+    # hits: 500/s from L1 at 10,000/s + 125/s from L2 at 4,000/s = 0.08125 of a core
+    assert r["hit_cores"] == pytest.approx(0.08125)
+    # transforms: 69.44/s / 24 per core = 2.89 cores; with the hits' 0.08 on 8 cores x 60%
+    # = 0.620 nodes
     assert r["transform_cores"] == pytest.approx(2.8935, abs=1e-4)
-    assert r["transform_nodes"] == pytest.approx(0.6889, abs=1e-4)
+    assert r["cpu_nodes"] == pytest.approx(0.6197, abs=1e-4)
     # network: 277.8 Mbit/s out + 69.44 x 2 MB x 8 = 1,111 Mbit/s in; / 6 Gbit/s = 0.231
     assert r["fill_peak_bits"] == pytest.approx(1111.1e6, rel=1e-4)
     assert r["bandwidth_nodes"] == pytest.approx(0.2315, abs=1e-4)
-    # ceil(0.689) + 1 spare = 2 nodes; each holds half the caches
+    # ceil(0.620) + 1 spare = 2 nodes; each holds half the caches
     assert r["nodes"] == 2
     assert r["l1_per_node_bytes"] == pytest.approx(9e9, rel=1e-6)
     assert r["l2_per_node_bytes"] == pytest.approx(11.25e9, rel=1e-6)
