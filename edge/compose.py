@@ -30,8 +30,8 @@ from edge.security.limits import Limits
 from edge.serve import Server
 from edge.settings import EdgeSettings
 from edge.stats import EdgeStats
+from edge.transform.encode import Encoding
 from edge.transform.pool import TransformPool
-from edge.transform.render import Encoding
 from edge.transform.runner import Transformer
 from edge.upstream import Upstream
 
@@ -67,6 +67,7 @@ def encoding_of(settings: EdgeSettings) -> Encoding:
         webp_effort=settings.webp_effort,
         avif_effort=settings.avif_effort,
         png_effort=settings.png_effort,
+        auto_target=settings.auto_quality_target,
     )
 
 

@@ -22,6 +22,7 @@ FITS = ("scale-down", "contain", "cover", "crop", "pad", "squeeze")
 FORMATS = ("auto", "avif", "webp", "jpeg", "baseline-jpeg", "png", "gif", "json")
 GRAVITIES = ("auto", "center", "left", "right", "top", "bottom")
 QUALITY_NAMES = {"high": 90, "medium-high": 80, "medium-low": 65, "low": 50}
+AUTO_QUALITY = 0  # quality=auto: the lowest quality whose encode keeps the score target
 Focal = tuple[float, float]
 Trim = tuple[int, int, int, int]
 
@@ -112,12 +113,18 @@ def _rotate(text: str) -> int:
 
 
 def _quality(text: str) -> int:
+    if text == "auto":
+        return AUTO_QUALITY
     if text in QUALITY_NAMES:
         return QUALITY_NAMES[text]
     try:
         return _integer(1, 100)(text)
     except ValueError:
-        raise ValueError("1-100 or one of " + ", ".join(QUALITY_NAMES)) from None
+        raise ValueError("1-100, auto or one of " + ", ".join(QUALITY_NAMES)) from None
+
+
+def _render_quality(value: int) -> str:
+    return "auto" if value == AUTO_QUALITY else str(value)
 
 
 def _gravity(text: str) -> str | Focal:
@@ -204,8 +211,10 @@ OPTIONS: tuple[Option, ...] = (
         "quality",
         ("q",),
         _quality,
+        _render_quality,
         field="quality",
-        values="1-100, or high (90), medium-high (80), medium-low (65), low (50)",
+        values="1-100, auto (the lowest keeping a perceptual score), or high (90), "
+        "medium-high (80), medium-low (65), low (50)",
     ),
     Option("blur", (), _integer(1, 250), field="blur", values="1-250 (radius; sigma = blur/2)"),
     Option("sharpen", (), _number(0, 10), field="sharpen", values="0-10"),

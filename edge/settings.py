@@ -220,6 +220,14 @@ class EdgeSettings(ServiceSettings):
     webp_effort: int = Field(2, ge=0, le=6, description="WebP encoder effort (0 fastest).")
     avif_effort: int = Field(3, ge=0, le=9, description="AVIF encoder effort (0 fastest).")
     png_effort: int = Field(3, ge=1, le=10, description="PNG zlib level (1 fastest).")
+    auto_quality_target: float = Field(
+        70.0,
+        ge=30,
+        le=95,
+        description="quality=auto: the SSIMULACRA2 score each image keeps (90: not told "
+        "apart side by side; 70: the median of the default qualities over the corpus); "
+        "the lowest quality reaching it is sent.",
+    )
 
     @field_validator(
         "signing_keys",

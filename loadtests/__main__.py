@@ -3,6 +3,7 @@
 python -m loadtests run --scenario mixed --users 64 --duration 60s [--host URL]
 python -m loadtests bench [--seconds 8] [--rounds 3]
 python -m loadtests plan [--dau 1e6 ...]
+python -m loadtests bench-bytes [--plot docs/img/bytes.png]
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ COMMANDS = {
     "bench": "loadtests.bench",
     "plan": "loadtests.plan",
     "attacks": "loadtests.attacks",
+    "bench-bytes": "loadtests.bench_bytes",
 }
 
 

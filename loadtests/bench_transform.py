@@ -10,6 +10,10 @@ unique URLs (every request names a different key, so nothing can be reused) from
 origin over a local directory, driven with CONCURRENCY connections by wrk (a Lua script
 names the next source in each request) when it is installed, else by an asyncio client.
 The edge is restarted per workload so its peak RSS (VmHWM) is that workload's.
+
+CPU per image is the figure that does not move with whoever else shares the cores: the
+edge's (its process and its workers, from /proc, the origin's apart) against the lowest
+of the plain loops' (their own user + system time per image).
 """
 
 from __future__ import annotations
@@ -61,12 +65,13 @@ EXTRA_EDGE_ENV = dict(
 
 
 def _encode(image: object, fmt: str) -> bytes:
-    # the edge's defaults (edge/settings.py): the comparison is for equal work
-    if fmt == "webp":
-        return image.webpsave_buffer(Q=80, effort=2, keep="none")  # type: ignore[attr-defined, no-any-return]
-    if fmt == "avif":
-        return image.heifsave_buffer(Q=60, effort=3, compression="av1", keep="none")  # type: ignore[attr-defined, no-any-return]
-    return image.jpegsave_buffer(Q=80, interlace=True, optimize_coding=True, keep="none")  # type: ignore[attr-defined, no-any-return]
+    """The edge's own encoder choices (edge/transform/encode.py), content check included:
+    the comparison is for equal work."""
+    from edge.transform.encode import Encoding, content_of, encode_at
+
+    image = image.copy_memory()  # type: ignore[attr-defined]
+    encoding = Encoding()
+    return encode_at(image, fmt, encoding.quality(fmt), encoding, content_of(image))
 
 
 def _loop(data: bytes, width: int, fmt: str, seconds: float) -> int:
@@ -91,10 +96,20 @@ def _process_entry(data: bytes, width: int, fmt: str, seconds: float, out: objec
 
     pyvips.cache_set_max(0)
     pyvips.concurrency_set(1)
-    out.put(_loop(data, width, fmt, seconds))  # type: ignore[attr-defined]
+    start = time.process_time()
+    count = _loop(data, width, fmt, seconds)
+    out.put((count, time.process_time() - start))  # type: ignore[attr-defined]
 
 
-def plain_processes(data: bytes, work: Workload, n: int, seconds: float) -> float:
+@dataclass(frozen=True)
+class Plain:
+    """A plain loop's run: images/s, and CPU milliseconds per image (user + system)."""
+
+    rps: float
+    cpu_ms: float
+
+
+def plain_processes(data: bytes, work: Workload, n: int, seconds: float) -> Plain:
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     procs = [
@@ -103,17 +118,19 @@ def plain_processes(data: bytes, work: Workload, n: int, seconds: float) -> floa
     ]
     for p in procs:
         p.start()
-    total = sum(out.get() for _ in procs)
+    results = [out.get() for _ in procs]
     for p in procs:
         p.join()
-    return total / seconds
+    images = sum(count for count, _ in results)
+    return Plain(images / seconds, 1000 * sum(cpu for _, cpu in results) / max(images, 1))
 
 
-def plain_threads(data: bytes, work: Workload, n: int, seconds: float) -> float:
+def plain_threads(data: bytes, work: Workload, n: int, seconds: float) -> Plain:
     import pyvips
 
     pyvips.cache_set_max(0)
     pyvips.concurrency_set(1)
+    start = time.process_time()
     counts: list[int] = []
     threads = [
         threading.Thread(
@@ -125,7 +142,8 @@ def plain_threads(data: bytes, work: Workload, n: int, seconds: float) -> float:
         t.start()
     for t in threads:
         t.join()
-    return sum(counts) / seconds
+    images = sum(counts)
+    return Plain(images / seconds, 1000 * (time.process_time() - start) / max(images, 1))
 
 
 def process_tree(pid: int) -> list[int]:
@@ -369,6 +387,7 @@ def measure(
                 continue
             data = sample(work.sample)
             one = procs = threads = 0.0
+            plain_cpu = float("inf")
             edge: dict[str, float] = {"rps": 0.0}
             paired: list[float] = []
             for round_ in range(1, rounds + 1):
@@ -378,11 +397,12 @@ def measure(
                     plain_threads(data, work, CORES, seconds),
                 )
                 one, procs, threads = (
-                    max(a, b) for a, b in zip((one, procs, threads), plain, strict=True)
+                    max(a, b.rps) for a, b in zip((one, procs, threads), plain, strict=True)
                 )
+                plain_cpu = min(plain_cpu, *(run.cpu_ms for run in plain))
                 run = bench_edge(Path(tmp), data, work, seconds, concurrency, cached_sources)
-                paired.append(run["rps"] / max(plain))
-                figures = ", ".join(f"{rps:.1f}" for rps in (*plain, run["rps"]))
+                paired.append(run["rps"] / max(p.rps for p in plain))
+                figures = ", ".join(f"{rps:.1f}" for rps in (*(p.rps for p in plain), run["rps"]))
                 print(
                     f"  round {round_} (1p, {CORES}p, {CORES}t, edge): {figures}",
                     file=sys.stderr,
@@ -394,6 +414,7 @@ def measure(
                 "ratio_low": paired[0],
                 "ratio_median": statistics.median(paired),
                 "ratio_high": paired[-1],
+                "plain_cpu_ms": plain_cpu,
             }
             best = max(one, procs, threads)
             rows.append((work, one, procs, threads, edge, best))
@@ -415,6 +436,8 @@ def table(rows: list[Row]) -> str:
         "p99 ms",
         "edge peak RSS MB",
         "CPU ms/request: edge + workers + origin",
+        "best plain CPU ms/image",
+        "CPU: (edge + workers) / plain",
     ]
     lines = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
     for work, one, procs, threads, edge, best in rows:
@@ -431,6 +454,12 @@ def table(rows: list[Row]) -> str:
             f"{edge['rss']:.0f}",
             (
                 f"{edge['edge_ms']:.1f} + {edge['workers_ms']:.1f} + {edge['origin_ms']:.1f}"
+                if "edge_ms" in edge
+                else "-"
+            ),
+            f"{edge['plain_cpu_ms']:.1f}",
+            (
+                f"{(edge['edge_ms'] + edge['workers_ms']) / edge['plain_cpu_ms']:.2f}"
                 if "edge_ms" in edge
                 else "-"
             ),

@@ -78,3 +78,25 @@ def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
     return (
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
     )
+
+
+def photo_like(width: int = 240, height: int = 160, seed: int = 0) -> pyvips.Image:
+    """Smooth colour ramps with grain: what encoders see in a photo (few equal neighbours)."""
+    noise = pyvips.Image.gaussnoise(width, height, sigma=12, mean=0, seed=seed)
+    base = gradient(width, height).cast("float")
+    return (base + noise).cast("uchar").copy(interpretation="srgb").copy_memory()
+
+
+def graphic(width: int = 240, height: int = 160, alpha: bool = False) -> pyvips.Image:
+    """Flat colour boxes and text on a plain ground: a banner, an icon, a screenshot."""
+    canvas = pyvips.Image.black(width, height).new_from_image([245, 245, 240])
+    for i, colour in enumerate(([200, 30, 40], [20, 90, 200], [250, 190, 0])):
+        box = pyvips.Image.black(width // 5, height // 2).new_from_image(colour)
+        canvas = canvas.insert(box, width // 10 + i * width // 4, height // 3)
+    text = pyvips.Image.text("Sale 50%", width=width - 20, dpi=120)
+    ink = text.new_from_image([30, 30, 30]).bandjoin(text).copy(interpretation="srgb")
+    image = canvas.composite2(ink, "over", x=10, y=4).cast("uchar").extract_band(0, n=3)
+    if alpha:
+        xyz = pyvips.Image.xyz(width, height)
+        image = image.bandjoin((xyz[0] > width // 8).ifthenelse(255, 0))
+    return image.copy(interpretation="srgb").copy_memory()

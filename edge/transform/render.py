@@ -25,6 +25,7 @@ from edge.security.limits import (
     check_blur,
     check_scans,
 )
+from edge.transform.encode import Encoding, encode
 from edge.transform.header import Bytes, Header, read_header
 from edge.transform.plan import (
     ANIMATED_FORMATS,
@@ -75,16 +76,6 @@ def _check_svg(text: bytes) -> None:
 class UnprocessableImage(HTTPError):
     status = 422
     message = "image cannot be decoded"
-
-
-@dataclass(frozen=True, slots=True)
-class Encoding:
-    jpeg_quality: int = 80
-    webp_quality: int = 80
-    avif_quality: int = 60
-    webp_effort: int = 2
-    avif_effort: int = 3
-    png_effort: int = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +154,8 @@ class Job:
     geometry: Geometry
     animate: bool
     cost: int
+    # format=auto's second choice, sent instead when smaller (graphics, tiny images)
+    alternative: str | None = None
 
 
 def prepare(
@@ -185,7 +178,10 @@ def prepare(
         if spec.format != "auto":
             check_avif(geometry.output)
         output = "webp" if "image/webp" in accept else ("png" if source.has_alpha else "jpeg")
-    return Job(source, output, geometry, animate, decode_cost(source, geometry, animate))
+    negotiated = spec.format == "auto" and output == "avif" and "image/webp" in accept
+    alternative = "webp" if negotiated else None
+    cost = decode_cost(source, geometry, animate)
+    return Job(source, output, geometry, animate, cost, alternative)
 
 
 def render(
@@ -223,16 +219,16 @@ def render(
             if time.monotonic() > deadline:
                 raise GatewayTimeout("transform deadline exceeded")
             image = step(image)
-        body = encode(image, job.output, spec, encoding)
+        body, output = encode(image, job.output, spec, encoding, job.alternative)
     except pyvips.Error as exc:
-        if "memory" in str(exc).lower():
+        if "out of memory" in str(exc).lower():  # vips_tracked_malloc's words
             raise OverMemory() from None
         raise UnprocessableImage(_vips_reason(exc)) from None
     except MemoryError:
         raise OverMemory() from None
     pages = int(meta_field(image, "n-pages") or 1) if job.animate else 1
     return Rendered(
-        body, job.output, image.width, image.height // pages, pages, job.source, made, from_pivot
+        body, output, image.width, image.height // pages, pages, job.source, made, from_pivot
     )
 
 
@@ -306,48 +302,3 @@ def _to_srgb(image: pyvips.Image) -> pyvips.Image:
     if image.format != "uchar":
         image = image.cast("uchar")
     return image
-
-
-COPYRIGHT_FIELDS = frozenset({"exif-data", "exif-ifd0-Copyright", "exif-ifd0-Artist"})
-
-
-def _copyright_only(image: pyvips.Image) -> pyvips.Image:
-    """EXIF reduced to Copyright and Artist: no camera, no GPS, no timestamps."""
-    image = image.copy()
-    for name in image.get_fields():
-        if name.startswith("exif-") and name not in COPYRIGHT_FIELDS:
-            image.remove(name)
-    return image
-
-
-def encode(image: pyvips.Image, output: str, spec: TransformSpec, enc: Encoding) -> bytes:
-    keep = {"none": "none", "copyright": "exif", "keep": "all"}[spec.metadata]
-    if spec.metadata == "copyright":
-        image = _copyright_only(image)
-    if output in ("jpeg", "baseline-jpeg"):
-        return bytes(
-            image.jpegsave_buffer(
-                Q=spec.quality or enc.jpeg_quality,
-                interlace=output == "jpeg",
-                optimize_coding=True,
-                keep=keep,
-            )
-        )
-    if output == "webp":
-        return bytes(
-            image.webpsave_buffer(
-                Q=spec.quality or enc.webp_quality, effort=enc.webp_effort, keep=keep
-            )
-        )
-    if output == "avif":
-        return bytes(
-            image.heifsave_buffer(
-                Q=spec.quality or enc.avif_quality,
-                compression="av1",
-                effort=enc.avif_effort,
-                keep=keep,
-            )
-        )
-    if output == "gif":
-        return bytes(image.gifsave_buffer(keep=keep))
-    return bytes(image.pngsave_buffer(compression=enc.png_effort, keep=keep))

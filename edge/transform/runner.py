@@ -19,10 +19,10 @@ from edge.options import TransformSpec
 from edge.origin_client import Fetched
 from edge.security.limits import Limits
 from edge.stats import EdgeStats
+from edge.transform.encode import Encoding
 from edge.transform.plan import SourceInfo
 from edge.transform.pool import DecoderCrashed, TransformPool
 from edge.transform.render import (
-    Encoding,
     Rendered,
     prepare,
     probe,

@@ -52,7 +52,7 @@ def page_html(edge: str) -> bytes:
 <title>shop</title></head>
 <body>
 <img id="cors" crossorigin="anonymous" src="{edge}/_/w=40/a.jpg">
-<img id="auto" src="{edge}/_/w=40,f=auto/a.jpg">
+<img id="auto" src="{edge}/_/w=200,f=auto/a.jpg">
 <img id="dpr" src="{edge}/_/w=40,dpr=auto/a.jpg">
 <img id="width" sizes="120px" src="{edge}/_/width=auto/a.jpg">
 </body></html>""".encode()
@@ -132,8 +132,9 @@ def test_a_web_page_uses_our_images_as_browsers_do(site: tuple[str, str]) -> Non
             # (the browser may answer from its own cache: then the entry is the first load's)
             assert timing and set(timing) <= {"cache", "origin", "transform"}, timing
 
-            # format=auto: Chromium's <img> Accept gets AVIF, with Vary: Accept
-            auto = answers[f"{edge}/_/w=40,f=auto/a.jpg"]
+            # format=auto: Chromium's <img> Accept gets AVIF, with Vary: Accept (a photo
+            # over 128 x 128 px: smaller ones and graphics get the smaller of AVIF and WebP)
+            auto = answers[f"{edge}/_/w=200,f=auto/a.jpg"]
             assert auto.headers["content-type"] == "image/avif"
             assert "accept" in auto.headers["vary"].lower()
 

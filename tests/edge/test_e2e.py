@@ -42,9 +42,9 @@ def test_resize_with_headers(stack: Stack) -> None:
 
 
 def test_format_auto_negotiates_and_varies(stack: Stack) -> None:
-    stack.put("a.png", png(alpha=True))
+    stack.put("a.png", png(300, 200, alpha=True))  # a photo over 128 x 128 px: AVIF
     with stack.edge() as edge:
-        url = f"{edge.url}/_/w=32,f=auto/a.png"
+        url = f"{edge.url}/_/w=200,f=auto/a.png"
         avif = httpx.get(url, headers={"Accept": "image/avif,image/webp,*/*"})
         webp = httpx.get(url, headers={"Accept": "image/webp,*/*"})
         neither = httpx.get(url, headers={"Accept": "*/*"})

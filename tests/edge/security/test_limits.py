@@ -8,7 +8,8 @@ import pytest
 from cdn_common.errors import BadRequest, HTTPError
 from edge.options import parse_options
 from edge.security.limits import MAX_JPEG_SCANS, Limits, check_scans
-from edge.transform.render import Encoding, prepare, render
+from edge.transform.encode import Encoding
+from edge.transform.render import prepare, render
 from tests.images import jpeg
 
 LIMITS = Limits(max_src_px=50_000_000, max_frames=100, max_out=8192)

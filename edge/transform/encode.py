@@ -1,0 +1,211 @@
+"""Encoders: settings chosen by the kind of content, `quality=auto`, and `format=auto`'s
+smaller-of-two for graphics and tiny images.
+
+The choices come from `python -m loadtests bench-bytes` (BENCHMARKS.md, "Bytes"):
+- JPEG: progressive above SMALL_PIXELS (baseline is smaller below), Huffman tables
+  optimised.
+- WebP: effort 4 for graphics and alpha (effort 2 made them up to a third larger), the
+  configured effort for photos; graphics also try near-lossless and keep the smaller
+  (on flat art it is often smaller than lossy, and exact where lossy halves colour).
+- AVIF: graphics keep full-resolution colour (4:4:4): coloured text lost 30 points of
+  score at 4:2:0 for about the same bytes.
+- PNG: graphics are quantised to a palette (libimagequant; at most 256 colours, exact
+  when the image has no more); photos stay lossless truecolour.
+
+`quality=auto` encodes at most AUTO_ENCODES times and keeps the smallest encode whose
+SSIMULACRA2 score (edge/transform/score.py) reaches the target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyvips
+
+from edge.options import AUTO_QUALITY, TransformSpec
+from edge.transform.score import ssimulacra2
+
+SMALL_PIXELS = 128 * 128
+# a graphic: at least this share of its pixels equal their right neighbour in every colour
+# band (flat fills, text, icons, screenshots: 0.9 and over in the corpus; photos 0.0-0.25,
+# a smooth rendered wallpaper 0.47): resizing and noise leave photos few equal neighbours
+GRAPHIC_FLAT = 0.6
+GRAPHIC_WEBP_EFFORT = 4
+NEAR_LOSSLESS_Q = 60  # libwebp's near-lossless level 60: small changes to flat art only
+AUTO_ENCODES = 3
+AUTO_QUALITIES = (30, 95)  # quality=auto searches within
+# score points per quality step near the defaults, the first guess's slope (measured)
+AUTO_SLOPE = {"jpeg": 0.55, "baseline-jpeg": 0.55, "webp": 0.45, "avif": 0.5}
+LOSSY = frozenset(AUTO_SLOPE)
+
+
+@dataclass(frozen=True, slots=True)
+class Encoding:
+    jpeg_quality: int = 80
+    webp_quality: int = 80
+    avif_quality: int = 60
+    webp_effort: int = 2
+    avif_effort: int = 3
+    png_effort: int = 3
+    auto_target: float = 70.0  # quality=auto's SSIMULACRA2 floor
+
+    def quality(self, output: str) -> int:
+        if output == "webp":
+            return self.webp_quality
+        return self.avif_quality if output == "avif" else self.jpeg_quality
+
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    alpha: bool
+    graphic: bool
+    small: bool
+
+    @property
+    def kind(self) -> str:
+        """For logs and the benchmark: graphic or photo, with alpha, small."""
+        parts = ["graphic" if self.graphic else "photo"]
+        return " ".join(parts + ["alpha"] * self.alpha + ["small"] * self.small)
+
+
+def content_of(image: pyvips.Image) -> Content:
+    """What the encoders are tuned by, from the (already resized) image: 1-2 ms at 400 px."""
+    pixels = image.width * image.height
+    colour = image.extract_band(0, n=image.bands - 1 if image.hasalpha() else image.bands)
+    flat = 0.0
+    if image.width > 1:
+        right = colour.crop(1, 0, image.width - 1, image.height)
+        same = colour.crop(0, 0, image.width - 1, image.height) == right
+        flat = (same.bandbool("and") if same.bands > 1 else same).avg() / 255
+    return Content(image.hasalpha(), flat >= GRAPHIC_FLAT, pixels <= SMALL_PIXELS)
+
+
+def encode(
+    image: pyvips.Image,
+    output: str,
+    spec: TransformSpec,
+    enc: Encoding,
+    alternative: str | None = None,
+) -> tuple[bytes, str]:
+    """The encoded bytes and their format: `output`, or `alternative` (format=auto's second
+    choice) when that is smaller, which is tried for graphics and tiny images only."""
+    keep = {"none": "none", "copyright": "exif", "keep": "all"}[spec.metadata]
+    if spec.metadata == "copyright":
+        image = _copyright_only(image)
+    content = None
+    if output in LOSSY or output == "png":
+        # read by the content check and then by one encoder or more: the pipeline (which
+        # may read its source sequentially) runs once, into memory
+        image = image.copy_memory()
+        content = content_of(image)
+    body = _encode(image, output, spec.quality, enc, content, keep)
+    if alternative and content and (content.graphic or content.small):
+        other = _encode(image, alternative, spec.quality, enc, content, keep)
+        if len(other) < len(body):
+            return other, alternative
+    return body, output
+
+
+def _encode(
+    image: pyvips.Image,
+    output: str,
+    quality: int | None,
+    enc: Encoding,
+    content: Content | None,
+    keep: str,
+) -> bytes:
+    if quality == AUTO_QUALITY and output in LOSSY and content is not None:
+        return auto_quality(image, output, enc, content, keep)[0]
+    return encode_at(image, output, quality or enc.quality(output), enc, content, keep)
+
+
+def encode_at(
+    image: pyvips.Image,
+    output: str,
+    quality: int,
+    enc: Encoding,
+    content: Content | None,
+    keep: str = "none",
+) -> bytes:
+    graphic = content is not None and content.graphic
+    if output in ("jpeg", "baseline-jpeg"):
+        small = content is not None and content.small
+        interlace = output == "jpeg" and not small
+        return bytes(
+            image.jpegsave_buffer(Q=quality, interlace=interlace, optimize_coding=True, keep=keep)
+        )
+    if output == "webp":
+        strong = graphic or (content is not None and content.alpha)
+        effort = max(enc.webp_effort, GRAPHIC_WEBP_EFFORT) if strong else enc.webp_effort
+        body = bytes(image.webpsave_buffer(Q=quality, effort=effort, keep=keep))
+        if graphic:  # near-lossless: as small or smaller on flat art, and sharper
+            exact = image.webpsave_buffer(
+                near_lossless=True, Q=NEAR_LOSSLESS_Q, effort=effort, keep=keep
+            )
+            body = min(body, bytes(exact), key=len)
+        return body
+    if output == "avif":
+        return bytes(
+            image.heifsave_buffer(
+                Q=quality,
+                compression="av1",
+                effort=enc.avif_effort,
+                subsample_mode="off" if graphic else "auto",
+                keep=keep,
+            )
+        )
+    if output == "gif":
+        return bytes(image.gifsave_buffer(keep=keep))
+    return bytes(image.pngsave_buffer(compression=enc.png_effort, palette=graphic, keep=keep))
+
+
+def auto_quality(
+    image: pyvips.Image, output: str, enc: Encoding, content: Content, keep: str = "none"
+) -> tuple[bytes, int, float, int]:
+    """The smallest encode scoring at least `enc.auto_target`, its quality, its score and
+    the encodes made; the best-scoring one when none reaches the target. The first guess
+    is the configured quality; the second moves from it by the measured slope; the third
+    interpolates between the two (scores rise with quality, near linearly over a few
+    steps)."""
+    image = image.copy_memory()  # encoded up to three times, scored against as often
+    tries: dict[int, tuple[bytes, float]] = {}
+    quality = enc.quality(output)
+    while len(tries) < AUTO_ENCODES and quality not in tries:
+        body = encode_at(image, output, quality, enc, content, keep)
+        tries[quality] = body, ssimulacra2(image, _decoded(body))
+        quality = _next_quality(tries, enc.auto_target, AUTO_SLOPE[output])
+    good = [(len(body), q) for q, (body, score) in tries.items() if score >= enc.auto_target]
+    chosen = min(good)[1] if good else max(tries, key=lambda q: tries[q][1])
+    body, score = tries[chosen]
+    return body, chosen, score, len(tries)
+
+
+def _next_quality(tries: dict[int, tuple[bytes, float]], target: float, slope: float) -> int:
+    above = [q for q, (_, score) in tries.items() if score >= target]
+    below = [q for q, (_, score) in tries.items() if score < target]
+    if above and below:
+        high, low = min(above), max(below)
+        (_, s_high), (_, s_low) = tries[high], tries[low]
+        step = (target - s_low) / max(s_high - s_low, 1e-6) * (high - low)
+        guess = low + max(1, round(step))
+        return min(guess, high) if high - low > 1 else high
+    last = min(above) if above else max(below)
+    guess = last + round((target - tries[last][1]) / slope)
+    low, high = AUTO_QUALITIES
+    return max(low, min(high, guess))
+
+
+def _decoded(body: bytes) -> pyvips.Image:
+    return pyvips.Image.new_from_buffer(body, "").copy_memory()
+
+
+COPYRIGHT_FIELDS = frozenset({"exif-data", "exif-ifd0-Copyright", "exif-ifd0-Artist"})
+
+
+def _copyright_only(image: pyvips.Image) -> pyvips.Image:
+    """EXIF reduced to Copyright and Artist: no camera, no GPS, no timestamps."""
+    image = image.copy()
+    for name in image.get_fields():
+        if name.startswith("exif-") and name not in COPYRIGHT_FIELDS:
+            image.remove(name)
+    return image

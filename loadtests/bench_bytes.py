@@ -1,0 +1,310 @@
+"""Bytes, perceptual score and encode CPU per output: the edge's defaults, the defaults
+before this table, `quality=auto`, and a sweep of quality and effort, per image and format.
+
+    python -m loadtests bench-bytes [--corpus ../shared/corpus] [--width 400]
+                                    [--plot docs/img/bytes.png] [--json FILE]
+                                    [--peer NAME=URL-TEMPLATE ...]
+
+Images: the corpus's still images (where the folder is) and generated ones (a flat
+graphic with text, a logo with alpha, a tiny photo crop), each resized to `--width` as
+the edge resizes. Each output is scored with SSIMULACRA2 against that resized reference,
+by the `ssimulacra2` package (a NumPy port of libjxl's tool, independent of the edge's own
+libvips port that `quality=auto` uses): libjxl's own binary is not in Debian 12's
+libjxl-tools 0.7, and the package installs with pip on any machine. CPU is the encoder's
+(process time), one thread (VIPS_CONCURRENCY=1, as the edge's workers).
+
+A peer (`--peer ipx=http://localhost:3000/_/w_{width},f_{format},q_{quality}/{name}`) is
+asked for the same outputs by URL, its bytes scored the same way; `{name}` is the corpus
+file name, so the peer must serve the same folder. Peers are not installed by `make
+test`; the benchmark's setup in docs/load-testing.md says how to run them beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+
+os.environ.setdefault("VIPS_CONCURRENCY", "1")
+
+import httpx
+import pyvips
+
+from edge.transform.encode import (
+    Encoding,
+    auto_quality,
+    content_of,
+    encode_at,
+)
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+STILLS = (".jpg", ".png", ".webp", ".avif")
+QUALITIES = (40, 50, 60, 70, 80, 90)
+FORMATS = ("jpeg", "webp", "avif", "png")
+
+
+@dataclass
+class Output:
+    image: str
+    kind: str
+    format: str
+    setting: str  # "default", "before", "auto", "q60 e4", a peer's name
+    quality: int
+    bytes: int
+    cpu_ms: float
+    score: float
+
+
+def stills(corpus: Path) -> list[tuple[str, pyvips.Image]]:
+    found = sorted(p for p in corpus.glob("*") if p.suffix in STILLS and p.name != "pixel.png")
+    return [(p.name, pyvips.Image.new_from_file(str(p))) for p in found]
+
+
+def generated() -> list[tuple[str, pyvips.Image]]:
+    """A flat graphic with text, a logo with alpha, a tiny photo-like gradient with noise."""
+    canvas = pyvips.Image.black(800, 500).new_from_image([245, 245, 240])
+    for i, colour in enumerate(([200, 30, 40], [20, 90, 200], [250, 190, 0])):
+        box = pyvips.Image.black(180, 300).new_from_image(colour)
+        canvas = canvas.insert(box, 60 + 240 * i, 120)
+    text = pyvips.Image.text("Summer sale: 50% off", dpi=220, font="sans bold")
+    ink = text.new_from_image([30, 30, 30]).bandjoin(text)
+    graphic = canvas.composite2(ink.copy(interpretation="srgb"), "over", x=40, y=20)[0:3]
+    ring = pyvips.Image.xyz(600, 600) - 300
+    distance = (ring[0] ** 2 + ring[1] ** 2) ** 0.5
+    alpha = ((distance < 280) & (distance > 150)).ifthenelse(255, 0)
+    logo = pyvips.Image.black(600, 600).new_from_image([10, 140, 90]).bandjoin(alpha)
+    noise = pyvips.Image.gaussnoise(96, 96, sigma=18, mean=128)
+    ramp = pyvips.Image.xyz(96, 96)[0] * 2
+    tiny = (noise + ramp).bandjoin([noise, ramp]).cast("uchar").copy(interpretation="srgb")
+    return [
+        ("generated-graphic", graphic.cast("uchar").copy_memory()),
+        ("generated-logo-alpha", logo.cast("uchar").copy(interpretation="srgb").copy_memory()),
+        ("generated-tiny", tiny.copy_memory()),
+    ]
+
+
+def reference(image: pyvips.Image, width: int, fmt: str) -> pyvips.Image:
+    """As the edge resizes: upright, to `width` (never up), sRGB 8-bit, flattened for JPEG."""
+    image = image.autorot()
+    if image.width > width:
+        image = image.thumbnail_image(width, height=100_000)
+    if image.interpretation not in ("srgb", "b-w") or image.format != "uchar":
+        image = image.colourspace("b-w" if image.bands < 3 else "srgb").cast("uchar")
+    if fmt == "jpeg" and image.hasalpha():
+        image = image.flatten(background=[255, 255, 255])
+    return image.copy_memory()
+
+
+def before(image: pyvips.Image, fmt: str, quality: int) -> bytes:
+    """The defaults this table replaced (the edge before December 2026)."""
+    if fmt == "jpeg":
+        return bytes(
+            image.jpegsave_buffer(Q=quality, interlace=True, optimize_coding=True, keep="none")
+        )
+    if fmt == "webp":
+        return bytes(image.webpsave_buffer(Q=quality, effort=2, keep="none"))
+    if fmt == "avif":
+        return bytes(image.heifsave_buffer(Q=quality, compression="av1", effort=3, keep="none"))
+    return bytes(image.pngsave_buffer(compression=3, keep="none"))
+
+
+def swept(image: pyvips.Image, fmt: str, quality: int, effort: int) -> bytes:
+    if fmt == "jpeg":
+        return bytes(
+            image.jpegsave_buffer(
+                Q=quality, interlace=bool(effort), optimize_coding=True, keep="none"
+            )
+        )
+    if fmt == "webp":
+        return bytes(image.webpsave_buffer(Q=quality, effort=effort, keep="none"))
+    return bytes(image.heifsave_buffer(Q=quality, compression="av1", effort=effort, keep="none"))
+
+
+SWEEP_EFFORTS = {"jpeg": (1,), "webp": (2, 4, 6), "avif": (3, 5)}
+
+
+class Scorer:
+    """SSIMULACRA2 by the reference package, over PNG files in a scratch directory."""
+
+    def __init__(self, scratch: Path) -> None:
+        from ssimulacra2 import compute_ssimulacra2
+
+        self.compute = compute_ssimulacra2
+        self.scratch = scratch
+
+    def __call__(self, ref: pyvips.Image, body: bytes) -> float:
+        decoded = pyvips.Image.new_from_buffer(body, "")
+        if decoded.hasalpha() or ref.hasalpha():
+            grey = [128] * (3 if ref.bands >= 3 else 1)
+            ref, decoded = ref.flatten(background=grey), decoded.flatten(background=grey)
+        ref.write_to_file(str(self.scratch / "ref.png"))
+        decoded.write_to_file(str(self.scratch / "out.png"))
+        return float(self.compute(str(self.scratch / "ref.png"), str(self.scratch / "out.png")))
+
+
+def timed(make: Callable[[], bytes]) -> tuple[bytes, float]:
+    start = time.process_time()
+    body = make()
+    return body, 1000 * (time.process_time() - start)
+
+
+def measure(
+    images: list[tuple[str, pyvips.Image]], width: int, peers: dict[str, str], score: Scorer
+) -> list[Output]:
+    rows: list[Output] = []
+    for name, source in images:
+        for fmt in FORMATS:
+            rows += outputs(name, reference(source, width, fmt), fmt, width, peers, score)
+        print(f"{name}: done", file=sys.stderr, flush=True)
+    return rows
+
+
+def outputs(
+    name: str, ref: pyvips.Image, fmt: str, width: int, peers: dict[str, str], score: Scorer
+) -> list[Output]:
+    """One image in one format: the defaults, the defaults before, auto, the sweep, peers."""
+    edge = Encoding()
+    content = content_of(ref)
+    quality = edge.quality(fmt)
+    made: list[tuple[str, int, bytes, float]] = [
+        ("default", quality, *timed(lambda: encode_at(ref, fmt, quality, edge, content))),
+        ("before", quality, *timed(lambda: before(ref, fmt, quality))),
+    ]
+    if fmt != "png":
+        start = time.process_time()
+        body, chosen, _, _ = auto_quality(ref, fmt, edge, content)
+        made.append(("auto", chosen, body, 1000 * (time.process_time() - start)))
+        for effort in SWEEP_EFFORTS[fmt]:
+            for q in QUALITIES:
+                made.append((f"q{q} e{effort}", q, *timed(partial(swept, ref, fmt, q, effort))))
+        for peer, template in peers.items():
+            url = template.format(width=width, format=fmt, quality=quality, name=name)
+            answer = httpx.get(url, timeout=60)
+            if answer.status_code == 200:
+                made.append((peer, quality, answer.content, 0.0))
+    rows = []
+    for setting, q, body, cpu in made:
+        # truecolour PNG is lossless: nothing to score
+        lossless = fmt == "png" and (setting == "before" or not content.graphic)
+        value = 100.0 if lossless else score(ref, body)
+        rows.append(Output(name, content.kind, fmt, setting, q, len(body), cpu, value))
+    return rows
+
+
+def summary(rows: list[Output]) -> str:
+    """Per format and setting: total bytes, median score, mean encode CPU."""
+    lines = [
+        "| format | setting | bytes (all images) | vs before | median score | min score "
+        "| CPU ms/image |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for fmt in FORMATS:
+        base = sum(r.bytes for r in rows if r.format == fmt and r.setting == "before")
+        for setting in ("before", "default", "auto"):
+            chosen = [r for r in rows if r.format == fmt and r.setting == setting]
+            if not chosen:
+                continue
+            total = sum(r.bytes for r in chosen)
+            scores = [r.score for r in chosen]
+            lines.append(
+                f"| {fmt} | {setting} | {total:,} | {total / base:.2f} | "
+                f"{statistics.median(scores):.1f} | {min(scores):.1f} | "
+                f"{statistics.mean(r.cpu_ms for r in chosen):.1f} |"
+            )
+    return "\n".join(lines)
+
+
+def per_image(rows: list[Output]) -> str:
+    """Per image and lossy format: before, default and auto, as bytes / score."""
+    lines = [
+        "| image | kind | format | before | default | auto (quality) |",
+        "|---|---|---|---|---|---|",
+    ]
+    keyed = {(r.image, r.format, r.setting): r for r in rows}
+    for image in dict.fromkeys(r.image for r in rows):
+        for fmt in FORMATS:
+            cells = []
+            for setting in ("before", "default", "auto"):
+                r = keyed.get((image, fmt, setting))
+                text = f"{r.bytes:,} / {r.score:.1f}" if r else "-"
+                cells.append(f"{text} ({r.quality})" if r and setting == "auto" else text)
+            kind = keyed[(image, fmt, "default")].kind
+            lines.append(f"| {image} | {kind} | {fmt} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[Output], path: Path) -> None:
+    """Rate-distortion: per format and effort, the sweep's total bytes against median
+    score; the defaults, the defaults before and auto as points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    for ax, fmt in zip(axes, ("jpeg", "webp", "avif"), strict=True):
+        for effort in SWEEP_EFFORTS[fmt]:
+            points = []
+            for q in QUALITIES:
+                chosen = [r for r in rows if r.format == fmt and r.setting == f"q{q} e{effort}"]
+                points.append(
+                    (
+                        sum(r.bytes for r in chosen) / 1024,
+                        statistics.median(r.score for r in chosen),
+                    )
+                )
+            ax.plot(*zip(*points, strict=True), marker=".", label=f"effort {effort}")
+        for setting, marker in (("before", "x"), ("default", "o"), ("auto", "*")):
+            chosen = [r for r in rows if r.format == fmt and r.setting == setting]
+            ax.plot(
+                sum(r.bytes for r in chosen) / 1024,
+                statistics.median(r.score for r in chosen),
+                marker=marker,
+                markersize=10,
+                linestyle="",
+                label=setting,
+            )
+        ax.set_title(fmt)
+        ax.set_xlabel("KiB, all images")
+        ax.set_ylabel("median SSIMULACRA2")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=80)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--corpus", type=Path, default=CORPUS)
+    parser.add_argument("--width", type=int, default=400)
+    parser.add_argument("--plot", type=Path, help="write the rate-distortion plot here (PNG)")
+    parser.add_argument("--json", type=Path, help="write every output's figures here")
+    parser.add_argument("--peer", action="append", default=[], help="NAME=URL-TEMPLATE")
+    args = parser.parse_args(argv)
+    pyvips.cache_set_max(0)
+    images = (stills(args.corpus) if args.corpus.is_dir() else []) + generated()
+    peers = dict(item.split("=", 1) for item in args.peer)
+    with tempfile.TemporaryDirectory() as scratch:
+        rows = measure(images, args.width, peers, Scorer(Path(scratch)))
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in rows], indent=1))
+    if args.plot:
+        plot(rows, args.plot)
+    print(f"\n{len(images)} images at {args.width} px; scores: SSIMULACRA2 (ssimulacra2 package)\n")
+    print(summary(rows))
+    print()
+    print(per_image(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
