@@ -5,8 +5,9 @@ The choices come from `python -m loadtests bench-bytes` (BENCHMARKS.md, "Bytes")
 - JPEG: progressive above SMALL_PIXELS (baseline is smaller below), Huffman tables
   optimised.
 - WebP: effort 4 for graphics and alpha (effort 2 made them up to a third larger), the
-  configured effort for photos; graphics also try near-lossless and keep the smaller
-  (on flat art it is often smaller than lossy, and exact where lossy halves colour).
+  configured effort for photos; graphics up to 256 x 256 px also try near-lossless and
+  keep the smaller (on flat art it is often smaller than lossy, and exact where lossy
+  halves colour).
 - AVIF: graphics keep full-resolution colour (4:4:4): coloured text lost 30 points of
   score at 4:2:0 for about the same bytes.
 - PNG: graphics are quantised to a palette (libimagequant; at most 256 colours, exact
@@ -32,6 +33,9 @@ SMALL_PIXELS = 128 * 128
 GRAPHIC_FLAT = 0.6
 GRAPHIC_WEBP_EFFORT = 4
 NEAR_LOSSLESS_Q = 60  # libwebp's near-lossless level 60: small changes to flat art only
+# graphics up to this size also try near-lossless: above it the second encode cost 15-55
+# ms at 400 px (2-3x the lossy one) and won on one corpus graphic in three
+NEAR_LOSSLESS_PIXELS = 256 * 256
 AUTO_ENCODES = 3
 AUTO_QUALITIES = (30, 95)  # quality=auto searches within
 # score points per quality step near the defaults, the first guess's slope (measured)
@@ -138,7 +142,8 @@ def encode_at(
         strong = graphic or (content is not None and content.alpha)
         effort = max(enc.webp_effort, GRAPHIC_WEBP_EFFORT) if strong else enc.webp_effort
         body = bytes(image.webpsave_buffer(Q=quality, effort=effort, keep=keep))
-        if graphic:  # near-lossless: as small or smaller on flat art, and sharper
+        if graphic and image.width * image.height <= NEAR_LOSSLESS_PIXELS:
+            # near-lossless: often smaller on flat art, and exact where lossy halves colour
             exact = image.webpsave_buffer(
                 near_lossless=True, Q=NEAR_LOSSLESS_Q, effort=effort, keep=keep
             )
