@@ -3,7 +3,7 @@ before this table, `quality=auto`, and a sweep of quality and effort, per image 
 
     python -m loadtests bench-bytes [--corpus ../shared/corpus] [--width 400]
                                     [--plot docs/img/bytes.png] [--json FILE]
-                                    [--peer NAME=URL-TEMPLATE ...]
+                                    [--peer NAME=URL-TEMPLATE ...] [--peer-pid NAME=PID ...]
 
 Images: the corpus's still images (where the folder is) and generated ones (a flat
 graphic with text, a logo with alpha, a tiny photo crop), each resized to `--width` as
@@ -13,15 +13,20 @@ libvips port that `quality=auto` uses): libjxl's own binary is not in Debian 12'
 libjxl-tools 0.7, and the package installs with pip on any machine. CPU is the encoder's
 (process time), one thread (VIPS_CONCURRENCY=1, as the edge's workers).
 
-A peer (`--peer ipx=http://localhost:3000/_/w_{width},f_{format},q_{quality}/{name}`) is
+A peer (`--peer ipx=http://localhost:3000/w_{width},f_{format},q_{quality}/{name}`) is
 asked for the same outputs by URL, its bytes scored the same way; `{name}` is the corpus
-file name, so the peer must serve the same folder. Peers are not installed by `make
-test`; the benchmark's setup in docs/load-testing.md says how to run them beside it.
+file name, so the peer must serve the same folder. With `--peer-pid ipx=PID` its server's
+CPU per image is read from /proc around each request (one at a time), and compared with
+the edge's whole pipeline for the same output (decode with shrink-on-load, resize,
+content check, encode: the "pipeline" rows). The peers table sets the bytes the edge
+needs for the peer's score (along its own quality sweep) against the peer's bytes.
+Peers are not installed by `make test`; docs/load-testing.md says how to run them.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -44,6 +49,7 @@ from edge.transform.encode import (
     content_of,
     encode_at,
 )
+from loadtests.bench_transform import cpu_seconds
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 STILLS = (".jpg", ".png", ".webp", ".avif")
@@ -63,12 +69,15 @@ class Output:
     score: float
 
 
-def stills(corpus: Path) -> list[tuple[str, pyvips.Image]]:
+Source = tuple[str, bytes]  # name, encoded bytes
+
+
+def stills(corpus: Path) -> list[Source]:
     found = sorted(p for p in corpus.glob("*") if p.suffix in STILLS and p.name != "pixel.png")
-    return [(p.name, pyvips.Image.new_from_file(str(p))) for p in found]
+    return [(p.name, p.read_bytes()) for p in found]
 
 
-def generated() -> list[tuple[str, pyvips.Image]]:
+def generated() -> list[Source]:
     """A flat graphic with text, a logo with alpha, a tiny photo-like gradient with noise."""
     canvas = pyvips.Image.black(800, 500).new_from_image([245, 245, 240])
     for i, colour in enumerate(([200, 30, 40], [20, 90, 200], [250, 190, 0])):
@@ -85,9 +94,12 @@ def generated() -> list[tuple[str, pyvips.Image]]:
     ramp = pyvips.Image.xyz(96, 96)[0] * 2
     tiny = (noise + ramp).bandjoin([noise, ramp]).cast("uchar").copy(interpretation="srgb")
     return [
-        ("generated-graphic", graphic.cast("uchar").copy_memory()),
-        ("generated-logo-alpha", logo.cast("uchar").copy(interpretation="srgb").copy_memory()),
-        ("generated-tiny", tiny.copy_memory()),
+        ("generated-graphic", bytes(graphic.cast("uchar").pngsave_buffer())),
+        (
+            "generated-logo-alpha",
+            bytes(logo.cast("uchar").copy(interpretation="srgb").pngsave_buffer()),
+        ),
+        ("generated-tiny", bytes(tiny.pngsave_buffer())),
     ]
 
 
@@ -156,19 +168,47 @@ def timed(make: Callable[[], bytes]) -> tuple[bytes, float]:
     return body, 1000 * (time.process_time() - start)
 
 
-def measure(
-    images: list[tuple[str, pyvips.Image]], width: int, peers: dict[str, str], score: Scorer
-) -> list[Output]:
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    template: str  # {width}, {format}, {quality}, {name}
+    pid: int | None = None  # its server's process: CPU per image from /proc
+
+    def fetch(self, width: int, fmt: str, quality: int, name: str) -> tuple[bytes, float] | None:
+        url = self.template.format(width=width, format=fmt, quality=quality, name=name)
+        before = cpu_seconds(self.pid, descendants=True) if self.pid else 0.0
+        answer = httpx.get(url, timeout=60)
+        cpu = cpu_seconds(self.pid, descendants=True) - before if self.pid else 0.0
+        return (answer.content, 1000 * cpu) if answer.status_code == 200 else None
+
+
+def measure(images: list[Source], width: int, peers: list[Peer], score: Scorer) -> list[Output]:
     rows: list[Output] = []
-    for name, source in images:
+    for name, data in images:
+        source = pyvips.Image.new_from_buffer(data, "")
         for fmt in FORMATS:
-            rows += outputs(name, reference(source, width, fmt), fmt, width, peers, score)
+            rows += outputs(name, data, reference(source, width, fmt), fmt, width, peers, score)
         print(f"{name}: done", file=sys.stderr, flush=True)
     return rows
 
 
+def pipeline(data: bytes, width: int, fmt: str) -> bytes:
+    """What a peer does for a URL, as the edge's worker does it: decode with shrink-on-load,
+    resize, convert, check the content, encode."""
+    image = pyvips.Image.thumbnail_buffer(data, width, height=100_000)
+    image = reference(image, width, fmt)
+    edge = Encoding()
+    return encode_at(image, fmt, edge.quality(fmt), edge, content_of(image))
+
+
 def outputs(
-    name: str, ref: pyvips.Image, fmt: str, width: int, peers: dict[str, str], score: Scorer
+    name: str,
+    data: bytes,
+    ref: pyvips.Image,
+    fmt: str,
+    width: int,
+    peers: list[Peer],
+    score: Scorer,
 ) -> list[Output]:
     """One image in one format: the defaults, the defaults before, auto, the sweep, peers."""
     edge = Encoding()
@@ -179,17 +219,22 @@ def outputs(
         ("before", quality, *timed(lambda: before(ref, fmt, quality))),
     ]
     if fmt != "png":
+        made.append(("pipeline", quality, *timed(partial(pipeline, data, width, fmt))))
         start = time.process_time()
         body, chosen, _, _ = auto_quality(ref, fmt, edge, content)
         made.append(("auto", chosen, body, 1000 * (time.process_time() - start)))
         for effort in SWEEP_EFFORTS[fmt]:
             for q in QUALITIES:
                 made.append((f"q{q} e{effort}", q, *timed(partial(swept, ref, fmt, q, effort))))
-        for peer, template in peers.items():
-            url = template.format(width=width, format=fmt, quality=quality, name=name)
-            answer = httpx.get(url, timeout=60)
-            if answer.status_code == 200:
-                made.append((peer, quality, answer.content, 0.0))
+        for peer in peers:
+            answer = peer.fetch(width, fmt, quality, name)
+            if answer is None:
+                continue
+            size = pyvips.Image.new_from_buffer(answer[0], "")
+            if (size.width, size.height) != (ref.width, ref.height):
+                print(f"{peer.name}: {name} as {fmt} is {size.width}x{size.height}, skipped")
+                continue
+            made.append((peer.name, quality, *answer))
     rows = []
     for setting, q, body, cpu in made:
         # truecolour PNG is lossless: nothing to score
@@ -218,6 +263,60 @@ def summary(rows: list[Output]) -> str:
                 f"| {fmt} | {setting} | {total:,} | {total / base:.2f} | "
                 f"{statistics.median(scores):.1f} | {min(scores):.1f} | "
                 f"{statistics.mean(r.cpu_ms for r in chosen):.1f} |"
+            )
+    return "\n".join(lines)
+
+
+def edge_bytes_at(rows: list[Output], image: str, fmt: str, target: float) -> float | None:
+    """Bytes the edge needs on `image` to reach `target`, along its quality sweep at the
+    effort its defaults use for that image (interpolated; None outside the sweep)."""
+    kind = next(r.kind for r in rows if r.image == image and r.format == fmt)
+    effort = {"jpeg": 1, "avif": 3}.get(fmt, 4 if "graphic" in kind or "alpha" in kind else 2)
+    points = sorted(
+        (r.score, r.bytes)
+        for r in rows
+        if r.image == image and r.format == fmt and r.setting.endswith(f" e{effort}")
+    )
+    for (s0, b0), (s1, b1) in itertools.pairwise(points):
+        if s0 <= target <= s1:
+            return b0 + (target - s0) / max(s1 - s0, 1e-9) * (b1 - b0)
+    return None
+
+
+def against_peers(rows: list[Output]) -> str:
+    """Per peer and format: the edge's bytes at the peer's score (along its sweep), over the
+    peer's bytes; and CPU per image, the peer's server against the edge's pipeline."""
+    peers = sorted({r.setting for r in rows} - {"default", "before", "auto", "pipeline"})
+    peers = [p for p in peers if not p.startswith("q")]
+    lines = [
+        "| peer | format | images | edge bytes at the peer's score / peer's: median | max "
+        "(image) | over 1.03 | CPU ms/image: peer | edge pipeline |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for peer in peers:
+        for fmt in ("jpeg", "webp", "avif"):
+            theirs = [r for r in rows if r.setting == peer and r.format == fmt]
+            ratios = []
+            for r in theirs:
+                ours = edge_bytes_at(rows, r.image, fmt, r.score)
+                if ours is not None:
+                    ratios.append((ours / r.bytes, r.image))
+            if not ratios:
+                continue
+            ratios.sort()
+            worst = ratios[-1]
+            names = {t.image for t in theirs}
+            edge_cpu = [
+                r.cpu_ms
+                for r in rows
+                if r.setting == "pipeline" and r.format == fmt and r.image in names
+            ]
+            middle = statistics.median(v for v, _ in ratios)
+            lines.append(
+                f"| {peer} | {fmt} | {len(ratios)} | {middle:.2f} | "
+                f"{worst[0]:.2f} ({worst[1]}) | {sum(v > 1.03 for v, _ in ratios)} | "
+                f"{statistics.median(r.cpu_ms for r in theirs):.1f} | "
+                f"{statistics.median(edge_cpu):.1f} |"
             )
     return "\n".join(lines)
 
@@ -289,10 +388,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", type=Path, help="write the rate-distortion plot here (PNG)")
     parser.add_argument("--json", type=Path, help="write every output's figures here")
     parser.add_argument("--peer", action="append", default=[], help="NAME=URL-TEMPLATE")
+    parser.add_argument(
+        "--peer-pid", action="append", default=[], help="NAME=PID: the peer server's CPU per image"
+    )
     args = parser.parse_args(argv)
     pyvips.cache_set_max(0)
     images = (stills(args.corpus) if args.corpus.is_dir() else []) + generated()
-    peers = dict(item.split("=", 1) for item in args.peer)
+    pids = {name: int(pid) for name, pid in (item.split("=", 1) for item in args.peer_pid)}
+    peers = [
+        Peer(name, template, pids.get(name))
+        for name, template in (item.split("=", 1) for item in args.peer)
+    ]
     with tempfile.TemporaryDirectory() as scratch:
         rows = measure(images, args.width, peers, Scorer(Path(scratch)))
     if args.json:
@@ -301,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
         plot(rows, args.plot)
     print(f"\n{len(images)} images at {args.width} px; scores: SSIMULACRA2 (ssimulacra2 package)\n")
     print(summary(rows))
+    if peers:
+        print()
+        print(against_peers(rows))
     print()
     print(per_image(rows))
     return 0

@@ -38,6 +38,7 @@ NEAR_LOSSLESS_Q = 60  # libwebp's near-lossless level 60: small changes to flat 
 NEAR_LOSSLESS_PIXELS = 256 * 256
 AUTO_ENCODES = 3
 AUTO_QUALITIES = (30, 95)  # quality=auto searches within
+AUTO_CLOSE = 1.0  # score points over the target that end the search
 # score points per quality step near the defaults, the first guess's slope (measured)
 AUTO_SLOPE = {"jpeg": 0.55, "baseline-jpeg": 0.55, "webp": 0.45, "avif": 0.5}
 LOSSY = frozenset(AUTO_SLOPE)
@@ -177,7 +178,10 @@ def auto_quality(
     quality = enc.quality(output)
     while len(tries) < AUTO_ENCODES and quality not in tries:
         body = encode_at(image, output, quality, enc, content, keep)
-        tries[quality] = body, ssimulacra2(image, _decoded(body))
+        score = ssimulacra2(image, _decoded(body))
+        tries[quality] = body, score
+        if enc.auto_target <= score < enc.auto_target + AUTO_CLOSE:
+            break  # a step lower would save a percent or two of bytes, for an encode
         quality = _next_quality(tries, enc.auto_target, AUTO_SLOPE[output])
     good = [(len(body), q) for q, (body, score) in tries.items() if score >= enc.auto_target]
     chosen = min(good)[1] if good else max(tries, key=lambda q: tries[q][1])
