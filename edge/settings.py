@@ -217,7 +217,7 @@ class EdgeSettings(ServiceSettings):
     jpeg_quality: int = Field(80, ge=1, le=100, description="Default JPEG quality.")
     webp_quality: int = Field(80, ge=1, le=100, description="Default WebP quality.")
     avif_quality: int = Field(60, ge=1, le=100, description="Default AVIF quality.")
-    webp_effort: int = Field(2, ge=0, le=6, description="WebP encoder effort (0 fastest).")
+    webp_effort: int = Field(3, ge=0, le=6, description="WebP encoder effort (0 fastest).")
     avif_effort: int = Field(3, ge=0, le=9, description="AVIF encoder effort (0 fastest).")
     png_effort: int = Field(3, ge=1, le=10, description="PNG zlib level (1 fastest).")
     auto_quality_target: float = Field(

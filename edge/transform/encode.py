@@ -5,7 +5,7 @@ The choices come from `python -m loadtests bench-bytes` (BENCHMARKS.md, "Bytes")
 - JPEG: progressive above SMALL_PIXELS (baseline is smaller below), Huffman tables
   optimised.
 - WebP: effort 4 for graphics and alpha (effort 2 made them up to a third larger), the
-  configured effort for photos; graphics up to 256 x 256 px also try near-lossless and
+  configured effort (3) for photos; graphics up to 256 x 256 px also try near-lossless and
   keep the smaller (on flat art it is often smaller than lossy, and exact where lossy
   halves colour).
 - AVIF: graphics keep full-resolution colour (4:4:4): coloured text lost 30 points of
@@ -49,7 +49,7 @@ class Encoding:
     jpeg_quality: int = 80
     webp_quality: int = 80
     avif_quality: int = 60
-    webp_effort: int = 2
+    webp_effort: int = 3
     avif_effort: int = 3
     png_effort: int = 3
     auto_target: float = 70.0  # quality=auto's SSIMULACRA2 floor

@@ -62,10 +62,10 @@ def test_content_kinds() -> None:
 def test_defaults_differ_by_content_kind() -> None:
     enc = Encoding()
     photo, flat = photo_like(), graphic()
-    # WebP: photos get the configured effort (2); graphics effort 4, and near-lossless
+    # WebP: photos get the configured effort (3); graphics effort 4, and near-lossless
     # when that is smaller
     body = encode_at(photo, "webp", 80, enc, content_of(photo))
-    assert body == bytes(photo.webpsave_buffer(Q=80, effort=2, keep="none"))
+    assert body == bytes(photo.webpsave_buffer(Q=80, effort=3, keep="none"))
     lossy = bytes(flat.webpsave_buffer(Q=80, effort=4, keep="none"))
     exact = bytes(flat.webpsave_buffer(Q=60, near_lossless=True, effort=4, keep="none"))
     assert encode_at(flat, "webp", 80, enc, content_of(flat)) == min(lossy, exact, key=len)
