@@ -62,7 +62,7 @@ class Host:
         self.handlers[kind] = handler
 
     async def start(self) -> None:
-        os.makedirs(self.directory, exist_ok=True)
+        os.makedirs(self.claims.directory, exist_ok=True)  # and the host directory
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket)
         self._server = await asyncio.start_unix_server(
@@ -166,8 +166,8 @@ class Claims:
     @contextlib.asynccontextmanager
     async def hold(self, key: str, done: Callable[[], Awaitable[bool]]) -> AsyncIterator[bool]:
         """Holds the key's claim; yields True when, while waiting for it, `done()` said
-        another process has made the key (then there is nothing to do)."""
-        os.makedirs(self.directory, exist_ok=True)
+        another process has made the key (then there is nothing to do). The directory
+        is made by `Host.start`, before any request."""
         fd = os.open(self._slot(key), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             pause, longest = CLAIM_POLL_S
@@ -206,14 +206,12 @@ def merge_expositions(texts: list[str]) -> str:
     are added up (counters, histograms, and gauges such as bytes or in-flight), but for
     host-wide gauges (the smallest) and start times (the earliest)."""
     merged: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-    meta: dict[str, tuple[str, str]] = {}
-    order: list[str] = []
+    meta: dict[str, tuple[str, str]] = {}  # in the order families first appear
     samples_of: dict[str, list[tuple[str, tuple[tuple[str, str], ...]]]] = {}
     for text in texts:
         for family in text_string_to_metric_families(text):
             if family.name not in meta:
                 meta[family.name] = (family.type, family.documentation)
-                order.append(family.name)
                 samples_of[family.name] = []
             for sample in family.samples:
                 key = (sample.name, tuple(sorted(sample.labels.items())))
@@ -225,8 +223,7 @@ def merge_expositions(texts: list[str]) -> str:
                 else:
                     merged[key] += sample.value
     lines: list[str] = []
-    for name in order:
-        kind, documentation = meta[name]
+    for name, (kind, documentation) in meta.items():
         exposed = f"{name}_total" if kind == "counter" else name
         lines.append(f"# HELP {exposed} {documentation}")
         lines.append(f"# TYPE {exposed} {kind}")
