@@ -118,6 +118,7 @@ class HitProtocol(GuardedProtocol):
             or parser.get_http_version() != "1.1"
             or not parser.should_keep_alive()
             or parser.should_upgrade()
+            or self._draining  # uvicorn's cycle answers it, with `Connection: close`
         ):
             super().on_headers_complete()
             return

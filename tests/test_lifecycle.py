@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -137,3 +139,54 @@ def test_ctrl_c_stops_a_service_without_a_traceback(tmp_path: Path) -> None:
     service.process.send_signal(signal.SIGINT)
     assert service.process.wait(timeout=20) == 130
     assert "Traceback" not in (tmp_path / "origin.log").read_text()
+
+
+def test_an_idle_keep_alive_connection_is_answered_not_cut_at_shutdown(tmp_path: Path) -> None:
+    # a client that sends its next request on a kept-alive connection just after SIGTERM
+    # gets an answer with `Connection: close`, not a closed socket (which fails requests
+    # of clients that do not retry: a reload's old process would cut them)
+    origin = CountingOrigin({"a.jpg": Blob(jpeg(400, 200))})
+    with ServerThread(origin) as server:
+        edge = PythonService(
+            "edge", {"EDGE_ORIGIN_URL": server.url}, log=tmp_path / "edge.log"
+        ).start()
+        host, port = edge.url.removeprefix("http://").split(":")
+        request = f"GET /_/w=40/a.jpg HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        with socket.create_connection((host, int(port)), timeout=10) as conn:
+            conn.sendall(request)
+            first = _response(conn)
+            conn.sendall(request)  # a hit now, from memory
+            second_hit = _response(conn)
+            stopping = threading.Thread(target=edge.terminate)
+            stopping.start()
+            time.sleep(0.3)  # SIGTERM is in: the edge is draining
+            conn.sendall(request)
+            last = _response(conn)
+            stopping.join(30)
+    assert first.startswith(b"HTTP/1.1 200") and second_hit.startswith(b"HTTP/1.1 200")
+    assert last.startswith(b"HTTP/1.1 200"), last[:200]
+    assert b"\r\nconnection: close\r\n" in last.lower()
+
+
+def _response(conn: socket.socket) -> bytes:
+    """One whole response (head and Content-Length body), or what came before EOF."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(
+        next(
+            line.split(b":", 1)[1]
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+    )
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body

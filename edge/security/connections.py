@@ -32,6 +32,7 @@ from typing import ClassVar
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 FD_RESERVE = 512  # descriptors kept for files, sockets to the origin, workers
+DRAIN_IDLE_S = 1.0  # an idle connection at shutdown waits this long for a request in flight
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +90,7 @@ class GuardedProtocol(HttpToolsProtocol):
     _head_deadline = 0.0
     _head_bytes = 0
     _awaiting_head = False
+    _draining = False  # shutting down: no request after the one in hand
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if len(self.connections) >= self.limits.max_connections:
@@ -201,6 +203,25 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self.head_complete()
         super().on_headers_complete()
+        if self._draining and self.cycle is not None:
+            self.cycle.keep_alive = False  # answered with `Connection: close`, then closed
+
+    def shutdown(self) -> None:
+        """Graceful shutdown (SIGTERM, a reload's old process). A connection busy with a
+        request closes after answering it, as uvicorn does. An idle one is not closed at
+        once, as uvicorn does: a client may have sent its next request already, and a
+        close crossing it fails that request ("server disconnected"; RFC 9112 9.3.1
+        lets clients retry, httpx and many others do not). It is kept DRAIN_IDLE_S for
+        such a request, which is answered with `Connection: close`, then closed."""
+        self._draining = True
+        if self.cycle is None or self.cycle.response_complete:
+            self.loop.call_later(DRAIN_IDLE_S, self._close_if_idle)
+        else:
+            self.cycle.keep_alive = False
+
+    def _close_if_idle(self) -> None:
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.close()
 
 
 def guarded_protocol(limits: ConnectionLimits, stats: ConnectionStats) -> type[GuardedProtocol]:
