@@ -64,6 +64,7 @@ def encoding_of(settings: EdgeSettings) -> Encoding:
         jpeg_quality=settings.jpeg_quality,
         webp_quality=settings.webp_quality,
         avif_quality=settings.avif_quality,
+        jpeg_effort=settings.jpeg_effort,
         webp_effort=settings.webp_effort,
         avif_effort=settings.avif_effort,
         png_effort=settings.png_effort,

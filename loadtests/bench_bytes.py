@@ -49,7 +49,9 @@ from edge.transform.encode import (
     auto_quality,
     content_of,
     encode_at,
+    jpeg_options,
 )
+from edge.transform.render import to_srgb
 from loadtests.bench_transform import cpu_seconds
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
@@ -109,8 +111,7 @@ def reference(image: pyvips.Image, width: int, fmt: str) -> pyvips.Image:
     image = image.autorot()
     if image.width > width:
         image = image.thumbnail_image(width, height=100_000)
-    if image.interpretation not in ("srgb", "b-w") or image.format != "uchar":
-        image = image.colourspace("b-w" if image.bands < 3 else "srgb").cast("uchar")
+    image = to_srgb(image)
     if fmt == "jpeg" and image.hasalpha():
         image = image.flatten(background=[255, 255, 255])
     return image.copy_memory()
@@ -131,17 +132,15 @@ def before(image: pyvips.Image, fmt: str, quality: int) -> bytes:
 
 def swept(image: pyvips.Image, fmt: str, quality: int, effort: int) -> bytes:
     if fmt == "jpeg":
-        return bytes(
-            image.jpegsave_buffer(
-                Q=quality, interlace=bool(effort), optimize_coding=True, keep="none"
-            )
-        )
+        content = content_of(image)
+        options = jpeg_options(effort, content.graphic, progressive=not content.small)
+        return bytes(image.jpegsave_buffer(Q=quality, keep="none", **options))
     if fmt == "webp":
         return bytes(image.webpsave_buffer(Q=quality, effort=effort, keep="none"))
     return bytes(image.heifsave_buffer(Q=quality, compression="av1", effort=effort, keep="none"))
 
 
-SWEEP_EFFORTS = {"jpeg": (1,), "webp": (2, 3, 4, 6), "avif": (3, 5)}
+SWEEP_EFFORTS = {"jpeg": (0, 2, 3), "webp": (2, 3, 4, 6), "avif": (3, 5)}
 
 
 class Scorer:
@@ -281,7 +280,7 @@ def edge_bytes_at(rows: list[Output], image: str, fmt: str, target: float) -> fl
     edge = Encoding()
     strong = "graphic" in kind or "alpha" in kind
     webp = max(edge.webp_effort, GRAPHIC_WEBP_EFFORT) if strong else edge.webp_effort
-    effort = {"jpeg": 1, "avif": edge.avif_effort}.get(fmt, webp)
+    effort = {"jpeg": edge.jpeg_effort, "avif": edge.avif_effort}.get(fmt, webp)
     points = sorted(
         (r.score, r.bytes)
         for r in rows

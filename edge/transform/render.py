@@ -219,7 +219,7 @@ def render(
             if time.monotonic() > deadline:
                 raise GatewayTimeout("transform deadline exceeded")
             image = step(image)
-        body, output = encode(image, job.output, spec, encoding, job.alternative)
+        body, output = encode(image, job.output, spec, encoding, job.alternative, deadline)
     except pyvips.Error as exc:
         if "out of memory" in str(exc).lower():  # vips_tracked_malloc's words
             raise OverMemory() from None
@@ -250,7 +250,7 @@ def _make_pivot(data: Bytes, source: SourceInfo, side: int) -> Any:
     width = max(1, round(source.width * scale))
     height = max(1, round(source.height * scale))
     image = _thumbnail(data, width, height=height, size="force", option_string="fail_on=truncated")
-    return _to_srgb(image).copy_memory()
+    return to_srgb(image).copy_memory()
 
 
 def _vips_reason(exc: pyvips.Error) -> str:
@@ -266,7 +266,7 @@ def _load(data: Bytes, spec: TransformSpec, target: tuple[int, int], animate: bo
     width, height = target
     if spec.trim is None:
         image = _thumbnail(data, width, height=height, size="force", option_string=options)
-        return _to_srgb(image)
+        return to_srgb(image)
     image = pyvips.Image.new_from_source(_memory(data), options).autorot()
     if spec.trim == "border":
         left, top, w, h = image.find_trim()
@@ -275,7 +275,7 @@ def _load(data: Bytes, spec: TransformSpec, target: tuple[int, int], animate: bo
     elif isinstance(spec.trim, tuple):
         top, right, bottom, left = spec.trim
         image = image.crop(left, top, image.width - left - right, image.height - top - bottom)
-    return _to_srgb(image.thumbnail_image(width, height=height, size="force"))
+    return to_srgb(image.thumbnail_image(width, height=height, size="force"))
 
 
 def _memory(data: Bytes) -> pyvips.Source:
@@ -294,7 +294,7 @@ def _thumbnail(data: Bytes, width: int, **options: Any) -> pyvips.Image:
     return image
 
 
-def _to_srgb(image: pyvips.Image) -> pyvips.Image:
+def to_srgb(image: pyvips.Image) -> pyvips.Image:
     """8-bit sRGB (or 8-bit grey): CMYK, Lab, 16-bit and ICC-tagged sources converge here."""
     if image.interpretation not in ("srgb", "b-w") or image.format != "uchar":
         target = "b-w" if image.interpretation in ("b-w", "grey16") else "srgb"

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from edge.settings import EdgeSettings
 from tests.edge.countingorigin import Blob, CountingOrigin
 from tests.images import jpeg
 from tests.servers import ServerThread
@@ -181,3 +182,16 @@ def test_metrics_are_the_hosts(node: Node) -> None:
     assert images == 10, "every process's requests, summed"
     assert total(metrics, "edge_transform_duration_seconds_count") == 10
     assert "process_resident_memory_bytes" in metrics
+
+
+def test_each_process_takes_its_share_of_the_budgets_once(tmp_path: Path) -> None:
+    host = EdgeSettings(
+        processes=2,
+        host_dir=str(tmp_path),
+        memory_cache_mb=512,
+        disk_cache_mb=1024,
+        origin_url="http://127.0.0.1:1",
+    )
+    one = host.for_one_process()
+    assert (one.memory_cache_mb, one.disk_cache_mb) == (256, 512)
+    assert one.for_one_process() is one  # build_app and __main__ both ask

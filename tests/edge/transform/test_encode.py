@@ -82,6 +82,16 @@ def test_defaults_differ_by_content_kind() -> None:
     assert decoded(encode_at(flat, "png", 80, enc, content_of(flat))).get("palette")
     photo_png = decoded(encode_at(photo, "png", 80, enc, content_of(photo)))
     assert not photo_png.get_typeof("palette") or not photo_png.get("palette")
+    # JPEG: mozjpeg's tables for photos (graphics keep the standard ones), scans by trial
+    standard = {"interlace": True, "optimize_coding": True, "optimize_scans": True}
+    assert encode_at(photo, "jpeg", 80, enc, content_of(photo)) == bytes(
+        photo.jpegsave_buffer(
+            Q=80, keep="none", quant_table=3, overshoot_deringing=True, **standard
+        )
+    )
+    assert encode_at(flat, "jpeg", 80, enc, content_of(flat)) == bytes(
+        flat.jpegsave_buffer(Q=80, keep="none", overshoot_deringing=True, **standard)
+    )
     # JPEG: progressive above 128 x 128 px only
     small = photo_like(100, 100)
     scans = {
@@ -113,6 +123,33 @@ def test_quality_auto_stays_within_its_budget_and_floor(monkeypatch: pytest.Monk
             default = real(image, fmt, enc.quality(fmt), enc, content_of(image))
             if ssimulacra2(image, decoded(default)) >= 70:
                 assert len(body) <= len(default)
+
+
+def test_quality_auto_aims_its_last_try_over_the_target() -> None:
+    def tries(*scores: tuple[int, float]) -> dict[int, tuple[bytes, float]]:
+        return {quality: (b"", score) for quality, score in scores}
+
+    # between a failing and a passing try: interpolated at target + margin, rounded up
+    # (a last try landing at 69.9 would leave the first, at the default quality, to send)
+    assert encoders._next_quality(tries((80, 77.4), (63, 69.9)), 70, 0.45, 0.0) == 64
+    assert encoders._next_quality(tries((80, 77.4), (63, 69.9)), 70, 0.45, 1.0) == 66
+    # never outside the bracket, and never the passing try again
+    assert encoders._next_quality(tries((80, 71.2), (63, 69.9)), 70, 0.45, 5.0) == 79
+    assert encoders._next_quality(tries((66, 71.2), (65, 69.9)), 70, 0.45, 1.0) == 66
+    # one side only: a passing try is followed by a lower quality, a failing by a higher
+    assert encoders._next_quality(tries((80, 70.6)), 70, 0.45, 1.0) == 79
+    assert encoders._next_quality(tries((80, 69.9)), 70, 0.45, 0.0) == 81
+    assert encoders._next_quality(tries((40, 50.0)), 70, 0.45, 0.0) == 84
+
+
+def test_quality_auto_sends_its_best_try_rather_than_run_past_the_deadline() -> None:
+    image, enc = photo_like(seed=1), Encoding(auto_target=70)
+    content = content_of(image)
+    body, quality, _, made = auto_quality(image, "webp", enc, content, "none", 0.0)
+    assert (made, quality) == (1, enc.webp_quality)  # the first try is always made
+    assert body == encode_at(image, "webp", enc.webp_quality, enc, content)
+    *_, unbounded = auto_quality(image, "webp", enc, content)
+    assert unbounded > 1  # this image's default is not within a point of the target
 
 
 def test_quality_auto_is_its_own_variant() -> None:
