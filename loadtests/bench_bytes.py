@@ -44,7 +44,7 @@ import httpx
 import pyvips
 
 from edge.transform.encode import (
-    GRAPHIC_WEBP_EFFORT,
+    Content,
     Encoding,
     auto_quality,
     content_of,
@@ -130,9 +130,8 @@ def before(image: pyvips.Image, fmt: str, quality: int) -> bytes:
     return bytes(image.pngsave_buffer(compression=3, keep="none"))
 
 
-def swept(image: pyvips.Image, fmt: str, quality: int, effort: int) -> bytes:
+def swept(image: pyvips.Image, content: Content, fmt: str, quality: int, effort: int) -> bytes:
     if fmt == "jpeg":
-        content = content_of(image)
         options = jpeg_options(effort, content.graphic, progressive=not content.small)
         return bytes(image.jpegsave_buffer(Q=quality, keep="none", **options))
     if fmt == "webp":
@@ -225,7 +224,9 @@ def outputs(
         made.append(("auto", chosen, body, 1000 * (time.process_time() - start)))
         for effort in SWEEP_EFFORTS[fmt]:
             for q in QUALITIES:
-                made.append((f"q{q} e{effort}", q, *timed(partial(swept, ref, fmt, q, effort))))
+                made.append(
+                    (f"q{q} e{effort}", q, *timed(partial(swept, ref, content, fmt, q, effort)))
+                )
         for peer in peers:
             answer = peer.fetch(width, fmt, quality, name)
             if answer is None:
@@ -277,10 +278,9 @@ def edge_bytes_at(rows: list[Output], image: str, fmt: str, target: float) -> fl
     """Bytes the edge needs on `image` to reach `target`, along its quality sweep at the
     effort its defaults use for that image (interpolated; None outside the sweep)."""
     kind = next(r.kind for r in rows if r.image == image and r.format == fmt)
-    edge = Encoding()
-    strong = "graphic" in kind or "alpha" in kind
-    webp = max(edge.webp_effort, GRAPHIC_WEBP_EFFORT) if strong else edge.webp_effort
-    effort = {"jpeg": edge.jpeg_effort, "avif": edge.avif_effort}.get(fmt, webp)
+    words = kind.split()  # Content.kind's
+    content = Content(alpha="alpha" in words, graphic="graphic" in words, small="small" in words)
+    effort = Encoding().effort(fmt, content)
     points = sorted(
         (r.score, r.bytes)
         for r in rows

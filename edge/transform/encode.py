@@ -3,7 +3,8 @@ smaller-of-two for graphics and tiny images.
 
 The choices come from `python -m loadtests bench-bytes` (BENCHMARKS.md, "Bytes"):
 - JPEG: progressive above SMALL_PIXELS (baseline is smaller below), Huffman tables
-  optimised.
+  optimised; at the default effort (2) mozjpeg's quantisation tables for photos and
+  each progressive scan chosen by trial (`jpeg_options`).
 - WebP: effort 4 for graphics and alpha (effort 2 made them up to a third larger), the
   configured effort (3) for photos; graphics up to 256 x 256 px also try near-lossless and
   keep the smaller (on flat art it is often smaller than lossy, and exact where lossy
@@ -68,6 +69,14 @@ class Encoding:
         if output == "webp":
             return self.webp_quality
         return self.avif_quality if output == "avif" else self.jpeg_quality
+
+    def effort(self, output: str, content: Content | None) -> int:
+        """The lossy encoders' effort for this content: WebP at least GRAPHIC_WEBP_EFFORT
+        for graphics and alpha."""
+        if output == "webp":
+            strong = content is not None and (content.graphic or content.alpha)
+            return max(self.webp_effort, GRAPHIC_WEBP_EFFORT) if strong else self.webp_effort
+        return self.avif_effort if output == "avif" else self.jpeg_effort
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,8 +161,7 @@ def encode_at(
         options = jpeg_options(enc.jpeg_effort, graphic, output == "jpeg" and not small)
         return bytes(image.jpegsave_buffer(Q=quality, keep=keep, **options))
     if output == "webp":
-        strong = graphic or (content is not None and content.alpha)
-        effort = max(enc.webp_effort, GRAPHIC_WEBP_EFFORT) if strong else enc.webp_effort
+        effort = enc.effort("webp", content)
         body = bytes(image.webpsave_buffer(Q=quality, effort=effort, keep=keep))
         if graphic and image.width * image.height <= NEAR_LOSSLESS_PIXELS:
             # near-lossless: often smaller on flat art, and exact where lossy halves colour
