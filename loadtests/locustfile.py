@@ -20,11 +20,17 @@ mixed) before Locust starts, then passes LOADTEST_IMAGES (`key:width,...`). Run 
 with LOADTEST_ORIGIN, LOADTEST_ORIGIN_KEY and LOADTEST_IMAGES_DIR, `test_start` uploads
 them itself (no warm-up: Locust's run time would count it). LOADTEST_SIGNING_KEY signs
 URLs; without it they are unsigned.
+
+With `--csv PREFIX`, the tables `python -m loadtests run` reads are PREFIX_final_stats.csv
+and PREFIX_final_failures.csv, written when Locust quits: its own PREFIX_stats.csv is
+rewritten once a second while users run and not after, so requests still in flight when
+the run time ends (all of a short run's, on a loaded machine) are missing from it.
 """
 
 from __future__ import annotations
 
 import bisect
+import csv
 import os
 import random
 import time
@@ -33,6 +39,8 @@ from typing import Any, ClassVar
 
 import pyvips
 from locust import FastHttpUser, constant, constant_throughput, events, task
+from locust.env import Environment
+from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
 from loadtests.suite import (
     ACCEPTS,
@@ -73,6 +81,28 @@ class ImageSet:
     def popular(cls, rng: random.Random) -> Variant:
         point = rng.random() * cls.cumulative[-1]
         return cls.variants[bisect.bisect_left(cls.cumulative, point)]
+
+
+class Run:
+    environment: ClassVar[Environment | None] = None
+
+
+@events.init.add_listener
+def _keep(environment: Environment, **_: Any) -> None:
+    Run.environment = environment
+
+
+@events.quit.add_listener
+def _final_tables(**_: Any) -> None:
+    """The stats and failures once every user has stopped (fired after the runner quits)."""
+    environment = Run.environment
+    prefix = environment and environment.parsed_options and environment.parsed_options.csv_prefix
+    if not environment or not prefix:
+        return
+    tables = StatsCSV(environment, PERCENTILES_TO_REPORT)
+    for name, write in (("stats", tables.requests_csv), ("failures", tables.failures_csv)):
+        with open(f"{prefix}_final_{name}.csv", "w", newline="") as f:
+            write(csv.writer(f))
 
 
 @events.test_start.add_listener

@@ -184,7 +184,7 @@ def ceiling(users: int, seconds: float, scratch: Path) -> float:
             prefix,
         )
         run.communicate()
-        rows = read_stats(Path(f"{prefix}_stats.csv"))
+        rows = read_stats(Path(f"{prefix}_final_stats.csv"))
     finally:
         server.terminate()
         server.wait()
@@ -482,8 +482,8 @@ def main(argv: list[str] | None = None) -> int:
             sampler.stop()
             memory = sampler.write(report, f"{args.scenario}, {users} users")
 
-    rows = read_stats(Path(f"{prefix}_stats.csv"))
-    failures = failure_counts(Path(f"{prefix}_failures.csv"))
+    rows = read_stats(Path(f"{prefix}_final_stats.csv"))
+    failures = failure_counts(Path(f"{prefix}_final_failures.csv"))
     text = summary(args, users, rows, before, after, limit, failures, notes, memory)
     (report / "summary.md").write_text(text)
     print(text)
@@ -508,7 +508,7 @@ def transform_capacity(edge: str, env: dict[str, str], seconds: float, scratch: 
     prefix = scratch / "calibrate"
     run = locust(edge, "ColdUser", 8, seconds, env, prefix)
     run.communicate()
-    rows = read_stats(Path(f"{prefix}_stats.csv"))
+    rows = read_stats(Path(f"{prefix}_final_stats.csv"))
     return sum(r.rps for r in rows if r.name == "cold miss") or next(
         (r.rps for r in rows if r.name == "Aggregated"), 1.0
     )

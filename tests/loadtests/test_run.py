@@ -35,7 +35,7 @@ def edge(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tup
 
 
 def stats(report: Path) -> dict[str, tuple[int, int]]:
-    with open(report / "locust_stats.csv", newline="") as f:
+    with open(report / "locust_final_stats.csv", newline="") as f:
         return {
             r["Name"]: (int(r["Request Count"]), int(r["Failure Count"])) for r in csv.DictReader(f)
         }
