@@ -274,22 +274,57 @@ def summary(rows: list[Output]) -> str:
     return "\n".join(lines)
 
 
-def edge_bytes_at(rows: list[Output], image: str, fmt: str, target: float) -> float | None:
-    """Bytes the edge needs on `image` to reach `target`, along its quality sweep at the
-    effort its defaults use for that image (interpolated; None outside the sweep)."""
+def sweep(rows: list[Output], image: str, fmt: str) -> list[tuple[float, int]]:
+    """(score, bytes) along the quality sweep of `image` at the effort the edge's defaults
+    use for it, by score."""
     kind = next(r.kind for r in rows if r.image == image and r.format == fmt)
     words = kind.split()  # Content.kind's
     content = Content(alpha="alpha" in words, graphic="graphic" in words, small="small" in words)
     effort = Encoding().effort(fmt, content)
-    points = sorted(
+    return sorted(
         (r.score, r.bytes)
         for r in rows
         if r.image == image and r.format == fmt and r.setting.endswith(f" e{effort}")
     )
-    for (s0, b0), (s1, b1) in itertools.pairwise(points):
+
+
+def edge_bytes_at(rows: list[Output], image: str, fmt: str, target: float) -> float | None:
+    """Bytes the edge needs on `image` to reach `target`, along its quality sweep at the
+    effort its defaults use for that image (interpolated; None outside the sweep)."""
+    for (s0, b0), (s1, b1) in itertools.pairwise(sweep(rows, image, fmt)):
         if s0 <= target <= s1:
             return b0 + (target - s0) / max(s1 - s0, 1e-9) * (b1 - b0)
     return None
+
+
+TARGETS = (70, 75, 80, 84)
+
+
+def per_target(rows: list[Output]) -> str:
+    """What a score costs when every image must reach it: per format, the bytes each image
+    needs for the target along its sweep (its lowest quality's where that already scores
+    above), over the defaults' bytes for the same images. The images are those whose sweep
+    reaches the highest target, so every column counts the same ones."""
+    lines = ["| format | images | " + " | ".join(f"target {t}" for t in TARGETS) + " |"]
+    lines.append("|---|---|" + "---|" * len(TARGETS))
+    for fmt in FORMATS[:3]:
+        names = sorted({r.image for r in rows if r.format == fmt and r.setting == "default"})
+        names = [n for n in names if max(sweep(rows, n, fmt), default=(0.0, 0))[0] >= TARGETS[-1]]
+        if not names:
+            continue
+        base = sum(
+            r.bytes for r in rows if r.format == fmt and r.setting == "default" and r.image in names
+        )
+        cells = []
+        for target in TARGETS:
+            need = 0.0
+            for name in names:
+                points = sweep(rows, name, fmt)
+                at = edge_bytes_at(rows, name, fmt, target)
+                need += points[0][1] if at is None else at
+            cells.append(f"{need / base:.2f}")
+        lines.append(f"| {fmt} | {len(names)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def against_peers(rows: list[Output]) -> str:
@@ -416,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
         plot(rows, args.plot)
     print(f"\n{len(images)} images at {args.width} px; scores: SSIMULACRA2 (ssimulacra2 package)\n")
     print(summary(rows))
+    print()
+    print(per_target(rows))
     if peers:
         print()
         print(against_peers(rows))

@@ -32,4 +32,17 @@ def test_bench_bytes_measures_every_output(
     assert graphic["default"]["kind"] == "graphic small"  # 96 px wide here
     assert plot.read_bytes()[:4] == b"\x89PNG"
     out = capsys.readouterr().out
+    assert "| format | images | target 70 |" in out
     assert "| webp | auto |" in out and "| generated-tiny | photo small | jpeg |" in out
+
+
+def test_per_target_prices_every_image_reaching_each_score() -> None:
+    def row(setting: str, score: float, size: int) -> bench_bytes.Output:
+        return bench_bytes.Output("a.jpg", "photo", "jpeg", setting, 80, size, 1.0, score)
+
+    # the defaults' JPEG effort is 2: the e0 point is another sweep and must be ignored
+    rows = [row("default", 80, 100), row("q50 e2", 72, 60), row("q90 e2", 92, 140)]
+    rows.append(row("q10 e0", 20, 5))
+    table = bench_bytes.per_target(rows)
+    # 70 is under the lowest try (q50 already scores 72): that try's bytes; then interpolated
+    assert "| jpeg | 1 | 0.60 | 0.72 | 0.92 | 1.08 |" in table
