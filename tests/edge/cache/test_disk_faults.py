@@ -8,6 +8,7 @@ failing with the same errno; the test says which it did.
 from __future__ import annotations
 
 import errno
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -63,7 +64,10 @@ def test_a_full_disk_turns_the_tier_off_not_the_requests_and_it_comes_back(
     origin: Any, edge_cache_dir: Path, disk: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, server = origin
-    with edge_for(server, memory_cache_mb=0, disk_min_free_mb=0.25) as edge:
+    # no free-space floor: with one, the edge first gives its own files back to the
+    # host (the next test), and whether that ran before the hit below depended on how
+    # long the failing requests took (its check runs at most once a second)
+    with edge_for(server, memory_cache_mb=0, disk_min_free_mb=0) as edge:
         url = f"{edge.url}/_/w=%d,q=100/big.jpg"
         assert width_of(httpx.get(url % 500)) == 500
         files_in(edge_cache_dir, 1)
@@ -92,6 +96,38 @@ def test_a_full_disk_turns_the_tier_off_not_the_requests_and_it_comes_back(
         assert httpx.get(url % 520).headers["cache-status"] == "edge; hit; detail=disk"
         assert httpx.get(f"{edge.url}/readyz").status_code == 200
     assert not list(edge_cache_dir.rglob("*.tmp"))
+
+
+def test_below_its_free_space_floor_the_edge_gives_its_oldest_files_back(
+    origin: Any, edge_cache_dir: Path, disk: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not disk:
+        pytest.skip("needs a file system of its own to fill (a tmpfs: root, as in CI)")
+    monkeypatch.setattr("edge.cache.disk.FREE_CHECK_S", 0.0)  # check before every write
+    _, server = origin
+    floor = 1024 * 1024
+    with edge_for(server, memory_cache_mb=0, disk_min_free_mb=floor / 2**20) as edge:
+        url = f"{edge.url}/_/w=%d,q=100/big.jpg"
+        for width in (500, 501, 502):  # about 185 KB each
+            assert width_of(httpx.get(url % width)) == width
+            files_in(edge_cache_dir, width - 499)
+        # another tenant of the file system leaves a little more than the floor free:
+        # the next entry would take it below, so the oldest one makes room for it
+        stat = os.statvfs(edge_cache_dir)
+        (edge_cache_dir / "filler").write_bytes(
+            bytes(stat.f_bavail * stat.f_frsize - floor - 100 * 1024)
+        )
+        assert width_of(httpx.get(url % 503)) == 503
+        for _ in range(200):
+            if httpx.get(url % 503).headers["cache-status"].startswith("edge; hit"):
+                break
+            time.sleep(0.01)
+        for width in (501, 502, 503):
+            assert httpx.get(url % width).headers["cache-status"] == "edge; hit; detail=disk"
+        assert httpx.get(url % 500).headers["cache-status"].startswith("edge; fwd=")
+        assert metric(edge, "edge_disk_cache_write_errors_total") == 0
+        stat = os.statvfs(edge_cache_dir)
+        assert stat.f_bavail * stat.f_frsize >= floor
 
 
 def test_a_read_only_disk_is_read_but_not_written_until_it_is_writable_again(
