@@ -58,7 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     from edge.compose import build_app
     from edge.transform.pool import configure_libvips
 
-    sock = socket.socket(fileno=int(listen_fd)) if listen_fd is not None else None
+    sock = None
+    if listen_fd is not None:  # one of a supervisor's processes
+        from edge.supervisor import stop_with_parent
+
+        sock = socket.socket(fileno=int(listen_fd))
+        stop_with_parent()
     app = build_app(settings)
     configure_libvips(settings.for_one_process().workers)
     serve(

@@ -9,6 +9,10 @@ process would own a socket, and the connections queued on the socket of a proces
 stops are reset (Linux moves them only with `net.ipv4.tcp_migrate_req`).
 
 - A process that dies is started again in its slot (at most once a second per slot).
+- A parent that dies without stopping them (SIGKILL, the OOM killer) takes them along:
+  each holds the read end of a pipe whose only write end is the parent's, and stops as
+  on SIGTERM when it reads the end of it. Orphans would otherwise serve on, holding the
+  port, and the next `python -m edge` could not bind it.
 - SIGTERM / SIGINT: every process stops accepting and finishes what it has
   (`EDGE_SHUTDOWN_GRACE_S`), then the parent exits.
 - SIGHUP: a new process is started for each slot, and the old one is told to stop once
@@ -27,6 +31,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +43,22 @@ log = logging.getLogger("edge.supervisor")
 RESTART_EVERY_S = 1.0
 READY_TIMEOUT_S = 60.0
 LISTEN_FD, SLOT, HOST_DIR = "EDGE_LISTEN_FD", "EDGE_PROCESS_SLOT", "EDGE_HOST_DIR"
+PARENT_FD = "EDGE_PARENT_FD"
+
+
+def stop_with_parent() -> None:
+    """In an edge process: SIGTERM itself (a graceful stop) once the parent is gone."""
+    fd = os.environ.get(PARENT_FD)
+    if fd is None:
+        return
+
+    def watch() -> None:
+        while os.read(int(fd), 1):  # nothing is written: b"" is the parent's end closing
+            pass
+        log.warning("supervisor gone; stopping")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 @dataclass
@@ -59,6 +80,8 @@ class Supervisor:
         host_dir: Path | None = None,
     ) -> None:
         self.sock = bind(host, port)
+        # the children's way to see this process die (the write end is never inherited)
+        self.alive, self._alive_w = os.pipe()
         self.processes = processes
         self.argv = argv
         self.grace_s = grace_s
@@ -81,10 +104,13 @@ class Supervisor:
                 SLOT: str(slot.index),
                 HOST_DIR: str(self.host_dir),
                 "EDGE_PROCESSES": str(self.processes),
+                PARENT_FD: str(self.alive),
             }
         )
         process = subprocess.Popen(
-            [sys.executable, "-m", "edge", *self.argv], env=env, pass_fds=(self.sock.fileno(),)
+            [sys.executable, "-m", "edge", *self.argv],
+            env=env,
+            pass_fds=(self.sock.fileno(), self.alive),
         )
         slot.started = time.monotonic()
         log.info("edge process started", extra={"fields": {"slot": slot.index, "pid": process.pid}})
@@ -171,6 +197,8 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 process.kill()
         self.sock.close()
+        os.close(self.alive)
+        os.close(self._alive_w)
         if self.made_dir:
             shutil.rmtree(self.host_dir, ignore_errors=True)
         log.info("stopped", extra={"fields": {"service": "edge"}})

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -62,6 +62,15 @@ class ChildServer:
 
     process: subprocess.Popen[bytes] | None = None
 
+    def _await(self, up: Callable[[], None]) -> None:
+        """Wait with `up` for the started process to serve; a start that fails or is
+        interrupted (Ctrl-C, SIGTERM) stops the process instead of leaving it behind."""
+        try:
+            up()
+        except BaseException:
+            self.stop()
+            raise
+
     def stop(self) -> None:
         if self.process is not None:
             self.process.kill()
@@ -83,7 +92,7 @@ class MotoServer(ChildServer):
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_for_port(self.port)
+        self._await(lambda: wait_for_port(self.port))
         return self
 
     def create_bucket(self, name: str) -> None:
@@ -140,7 +149,7 @@ class ServiceProcess(ChildServer):
         self.process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        wait_for_port(self.port)
+        self._await(lambda: wait_for_port(self.port))
         return self
 
 
@@ -173,13 +182,18 @@ class PythonService(ChildServer):
             self.process = subprocess.Popen(
                 self.args, env=self.env, stdout=out, stderr=subprocess.STDOUT
             )
+        process = self.process
+        self._await(lambda: self._wait_healthy(process, timeout))
+        return self
+
+    def _wait_healthy(self, process: subprocess.Popen[bytes], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if process.poll() is not None:
                 raise RuntimeError(f"{self.module} exited: {self.log.read_text()[-2000:]}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return self
+                    return
             time.sleep(0.05)
         raise RuntimeError(f"{self.module} did not start: {self.log.read_text()[-2000:]}")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -130,6 +131,30 @@ def test_a_killed_process_is_replaced_while_the_other_serves(node: Node) -> None
         raise AssertionError(f"no replacement for {victim}: {node.children()}")
     wait_ready(node.url)
     assert total(node.metrics(), "edge_http_requests_total") > 0
+
+
+def test_a_killed_supervisor_takes_its_processes_along_and_frees_the_port(node: Node) -> None:
+    assert fresh(f"{node.url}/_/w=70/a.jpg").status_code == 200
+    children = node.children()
+    assert len(children) == PROCESSES
+    node.supervisor.kill()  # SIGKILL: no chance to stop them itself
+    node.supervisor.wait(10)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(alive(pid) for pid in children):
+        time.sleep(0.1)
+    assert not [pid for pid in children if alive(pid)], "orphans still running"
+    port = int(node.url.rsplit(":", 1)[1])
+    with socket.create_server(("127.0.0.1", port)):  # a new edge could bind it
+        pass
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie (an orphan's zombie is reaped by init, or by pytest's PID 1)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_sighup_reloads_without_a_failed_request(node: Node) -> None:
