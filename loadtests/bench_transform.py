@@ -233,6 +233,10 @@ def bench_edge(
             edge_env={
                 # equal work: no decoded copies, every variant decodes its source
                 **({"EDGE_DECODED_CACHE_MB": "0"} if cached_sources else {}),
+                # throughput, not load shedding: the plain loops queue without limit, and
+                # on a slow day 8 connections of 5K sources expect more than the default
+                # 2 s of wait (every answer was then a fast 503)
+                "EDGE_MAX_QUEUE_WAIT_S": "60",
                 **EXTRA_EDGE_ENV,
             },
         )
