@@ -57,7 +57,8 @@ WORKLOADS = [
     Workload("2560x1600 JPEG -> 400 px AVIF", "photo-2560", 400, "avif"),
 ]
 CORES = os.cpu_count() or 1
-DRIVER = "wrk" if shutil.which("wrk") else "an asyncio client"
+WRK = shutil.which("wrk") is not None
+DRIVER = "wrk" if WRK else "an asyncio client"
 # extra edge settings for experiments, e.g. BENCH_EDGE_ENV="EDGE_TRANSFORM_PROCESSES=true"
 EXTRA_EDGE_ENV = dict(
     item.split("=", 1) for item in os.environ.get("BENCH_EDGE_ENV", "").split() if "=" in item
@@ -242,25 +243,16 @@ def bench_edge(
         )
         # 4 sources held in memory, or all different
         paths = Paths(work, modulo=4 if cached_sources else 4900, colour=cached_sources)
-        if shutil.which("wrk"):
-            wrk_run(edge.url, paths, 2, concurrency, root, first=2000)  # warm up
-        else:
-            asyncio.run(drive(lambda i: edge.url + paths.at(2000 + i), 2, concurrency))
+
+        def load(length: float, first: int = 0) -> dict[str, float]:
+            if WRK:
+                return wrk_run(edge.url, paths, length, concurrency, root, first)
+            return client_run(edge.url, paths, length, concurrency, first)
+
+        load(2, first=2000)  # warm up
         settle(edge.url)
         before = _cpu(edge.process.pid, origin.process.pid)
-        if shutil.which("wrk"):
-            result = wrk_run(edge.url, paths, seconds, concurrency, root)
-        else:
-            done, latencies, failures = asyncio.run(
-                drive(lambda i: edge.url + paths.at(i), seconds, concurrency)
-            )
-            latencies.sort()
-            result = {
-                "rps": done / seconds,
-                "p50": statistics.median(latencies) * 1000 if latencies else 0,
-                "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000 if latencies else 0,
-                "failures": failures,
-            }
+        result = load(seconds)
         # CPU per request: where the time beyond the transform itself goes
         served = max(1.0, result["rps"] * seconds)
         after = _cpu(edge.process.pid, origin.process.pid)
@@ -348,6 +340,22 @@ def wrk_run(
         "p50": _millis(_grab(r"^\s+50%\s+(\S+)", out)),
         "p99": _millis(_grab(r"^\s+99%\s+(\S+)", out)),
         "failures": int(non_2xx.group(1)) if non_2xx else 0,
+    }
+
+
+def client_run(
+    base: str, paths: Paths, seconds: float, concurrency: int, first: int = 0
+) -> dict[str, float]:
+    """`wrk_run`'s figures from the asyncio client, where wrk is not installed."""
+    done, latencies, failures = asyncio.run(
+        drive(lambda i: base + paths.at(first + i), seconds, concurrency)
+    )
+    latencies.sort()
+    return {
+        "rps": done / seconds,
+        "p50": statistics.median(latencies) * 1000 if latencies else 0,
+        "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000 if latencies else 0,
+        "failures": failures,
     }
 
 
